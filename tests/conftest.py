@@ -1,0 +1,24 @@
+"""Shared fixtures: paths, and the demo local stack (real processes, sockets and moto server)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from local.stack import LocalStack, StackOptions
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+DEMO = ROOT / "tests" / "fixtures" / "demo_stack"
+
+
+@pytest.fixture(scope="session")
+def demo_stack() -> Iterator[LocalStack]:
+    """The demo template running on the local stack."""
+    stack = LocalStack(StackOptions(root=DEMO, template=DEMO / "template.yaml", log_stream=io.StringIO()))
+    stack.start()
+    yield stack
+    stack.stop()
