@@ -7,7 +7,8 @@ import hmac
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from urllib.parse import parse_qsl, quote
+
+from sigstream import aws_sigv4
 
 MAX_SKEW_SECONDS = 15 * 60
 _AUTH = re.compile(
@@ -28,16 +29,6 @@ class Caller:
     account_id: str
     user_arn: str
     user_id: str
-
-
-def _hmac(key: bytes, msg: str) -> bytes:
-    return hmac.new(key, msg.encode(), hashlib.sha256).digest()
-
-
-def _canonical_query(raw_query: str) -> str:
-    pairs = parse_qsl(raw_query, keep_blank_values=True)
-    encoded = sorted((quote(k, safe="-_.~"), quote(v, safe="-_.~")) for k, v in pairs)
-    return "&".join(f"{k}={v}" for k, v in encoded)
 
 
 def verify_sigv4(
@@ -76,21 +67,21 @@ def verify_sigv4(
     names = signed_names.split(";")
     if "host" not in names or any(n not in lowered for n in names):
         raise SignatureError("signed header missing")
-    canonical_headers = "".join(
-        f"{n}:{','.join(' '.join(v.split()) for v in lowered[n])}\n" for n in names
-    )
     payload_hash = (lowered.get("x-amz-content-sha256") or [hashlib.sha256(body).hexdigest()])[0]
     if payload_hash != "UNSIGNED-PAYLOAD" and payload_hash != hashlib.sha256(body).hexdigest():
         raise SignatureError("payload hash mismatch")
-    # botocore signs the already-encoded path, encoding it once more (non-S3 services).
-    path = quote(raw_path or "/", safe="/~")
-    canonical = "\n".join(
-        [method, path, _canonical_query(raw_query), canonical_headers, signed_names, payload_hash]
+    expected = aws_sigv4.signature(
+        secret_key=secret,
+        method=method,
+        raw_path=raw_path,
+        raw_query=raw_query,
+        headers=[(n, v) for n, vs in lowered.items() for v in vs],
+        signed_names=names,
+        payload_hash=payload_hash,
+        amz_date=amz_date,
+        region=sig_region,
+        service=sig_service,
     )
-    scope = f"{date}/{sig_region}/{sig_service}/aws4_request"
-    to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
-    key = _hmac(_hmac(_hmac(_hmac(f"AWS4{secret}".encode(), date), sig_region), sig_service), "aws4_request")
-    expected = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, signature):
         raise SignatureError("signature mismatch")
     return Caller(

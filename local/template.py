@@ -53,7 +53,7 @@ class Resolver:
     """Evaluates intrinsic functions against local values for parameters and resources."""
 
     template: dict[str, Any]
-    parameters: dict[str, str]
+    parameters: dict[str, Any]
     refs: dict[str, str] = field(default_factory=dict)
     attributes: dict[tuple[str, str], str] = field(default_factory=dict)
 
@@ -123,10 +123,13 @@ _INTRINSICS: dict[str, Any] = {
 }
 
 
-def parameter_defaults(template: dict[str, Any], overrides: dict[str, str] | None = None) -> dict[str, str]:
+def parameter_defaults(template: dict[str, Any], overrides: dict[str, str] | None = None) -> dict[str, Any]:
     """Template parameter defaults, with overrides and the pseudo parameters of the local stack."""
-    params = {k: str(v.get("Default", "")) for k, v in template.get("Parameters", {}).items()}
+    params: dict[str, Any] = {k: str(v.get("Default", "")) for k, v in template.get("Parameters", {}).items()}
     params.update(overrides or {})
+    for name, spec in template.get("Parameters", {}).items():
+        if spec.get("Type") == "CommaDelimitedList" and isinstance(params[name], str):
+            params[name] = [item.strip() for item in params[name].split(",")]
     return params
 
 

@@ -1,0 +1,125 @@
+"""Sign function: POST /sign issues a pre-signed Stream URL (Function URL with AWS_IAM auth)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from typing import Any, Literal
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Response
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities import parameters
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from sigstream.config import ConfigError, parse_signing_keys
+from sigstream.errors import BadRequestError, NotFoundError, ServiceUnavailableError, SigstreamError
+from sigstream.signed_url import CONVERSATION_PATTERN, MODEL_PATTERN, SUBJECT_PATTERN
+from sigstream.url_issuer import SignSpec, issue_url
+
+logger = Logger(service="sigstream-sign")
+metrics = Metrics(namespace="Sigstream", service="sigstream-sign")
+app = LambdaFunctionUrlResolver()
+
+KEYS_SECRET = os.environ["SIGSTREAM_SIGNING_KEYS_SECRET"]
+STREAM_URL = os.environ["SIGSTREAM_STREAM_URL"]
+MAX_LIFETIME = int(os.environ.get("SIGSTREAM_MAX_URL_LIFETIME", "3600"))
+SECRET_TTL = int(os.environ.get("SIGSTREAM_SECRET_TTL_SECONDS", "300"))
+
+
+class SignRequest(BaseModel):
+    """POST /sign body; unknown fields are refused so typos do not silently sign a wider URL."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    subject: str = Field(pattern=SUBJECT_PATTERN.pattern)
+    method: Literal["GET", "POST", "DELETE"] = "POST"
+    path: str = Field(default="/v1/chat/completions", max_length=200)
+    conversation_id: str | None = Field(default=None, pattern=CONVERSATION_PATTERN.pattern)
+    stateless: bool = False
+    expires_in: int = Field(default=300, ge=1)
+    single_use: bool = False
+    model: str | list[str] | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    body_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+
+    @field_validator("model")
+    @classmethod
+    def _models(cls, value: str | list[str] | None) -> str | list[str] | None:
+        names = [value] if isinstance(value, str) else value or []
+        if len(names) > 16 or not all(MODEL_PATTERN.match(n) for n in names):
+            raise ValueError("model must be a model name or a list of up to 16")
+        return value
+
+
+def _error(error: SigstreamError) -> Response[Any]:
+    return Response(status_code=error.status, content_type="application/json", body=error.body(), headers=error.headers())
+
+
+@app.exception_handler(ValidationError)
+def _invalid(exc: ValidationError) -> Response[Any]:
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "body"
+    return _error(BadRequestError(f"{field}: {first['msg']}", param=field))
+
+
+@app.exception_handler(SigstreamError)
+def _refused(exc: SigstreamError) -> Response[Any]:
+    return _error(exc)
+
+
+@app.not_found
+def _not_found(_: Exception) -> Response[Any]:
+    return _error(NotFoundError("no such route; use POST /sign", param="path"))
+
+
+@app.post("/sign")
+def sign() -> Response[Any]:
+    """Validate, sign, and return the URL (never logged: it is a bearer credential)."""
+    try:
+        body = app.current_event.json_body
+    except ValueError as exc:
+        raise BadRequestError("body must be JSON", param="body") from exc
+    if not isinstance(body, dict):
+        raise BadRequestError("body must be a JSON object", param="body")
+    request = SignRequest.model_validate(body)
+    try:
+        keys = parse_signing_keys(parameters.get_secret(KEYS_SECRET, max_age=SECRET_TTL))
+    except (ConfigError, parameters.exceptions.GetParameterError) as exc:
+        logger.error("signing keys unavailable", extra={"error": type(exc).__name__})
+        raise ServiceUnavailableError("signing keys are temporarily unavailable") from exc
+    models = (request.model,) if isinstance(request.model, str) else tuple(request.model or ())
+    spec = SignSpec(
+        subject=request.subject,
+        method=request.method,
+        path=request.path,
+        conversation_id=request.conversation_id,
+        stateless=request.stateless,
+        expires_in=request.expires_in,
+        single_use=request.single_use,
+        models=models,
+        max_tokens=request.max_tokens,
+        body_sha256=request.body_sha256,
+    )
+    doc = issue_url(
+        spec,
+        keys,
+        STREAM_URL,
+        now=int(time.time()),
+        max_lifetime=MAX_LIFETIME,
+        new_id=lambda prefix: prefix + secrets.token_urlsafe(18),
+    )
+    metrics.add_metric(name="UrlsIssued", unit=MetricUnit.Count, value=1)
+    logger.info(
+        "url issued",
+        extra={"subject": request.subject, "path": request.path, "conversation_id": doc["conversation_id"], "kid": keys.active},
+    )
+    return Response(status_code=200, content_type="application/json", body=doc)
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """Lambda handler."""
+    return app.resolve(event, context)

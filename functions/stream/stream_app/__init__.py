@@ -1,0 +1,1 @@
+"""The Stream function's application code (knows nothing of the Lambda Runtime API)."""

@@ -1,0 +1,212 @@
+"""One chat turn: history in, provider stream out to the client, turn stored even if the stream is cut."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from sigstream.chat_request import ChatRequest, parse_chat_request
+from sigstream.config import StreamSettings
+from sigstream.errors import BadRequestError, ServiceUnavailableError, SigstreamError, UpstreamError
+from sigstream.history_store import Conversation, HistoryStore
+from sigstream.history_window import select_window
+from sigstream.reply import Reply
+from sigstream.signed_url import Grant
+from sigstream.sse import DONE, SseEvent, SseParser, error_event
+from stream_app.http_io import SSE_HEADERS, HttpResult, Request, json_result
+from stream_app.observability import logger, record
+from stream_app.upstream import Upstream, iter_raw, map_error
+
+
+@dataclass
+class ChatDeps:
+    """What a turn needs, wired once per cold start."""
+
+    settings: StreamSettings
+    store: HistoryStore
+    upstream: Upstream
+    provider_key: Callable[[], str]
+    clock: Callable[[], float]
+    pool: ThreadPoolExecutor
+
+
+def _gather(deps: ChatDeps, grant: Grant, subject: str, conversation_id: str | None) -> tuple[str, Conversation | None, list[dict[str, Any]]]:
+    """Key, rate check, history and nonce in parallel: one round trip of latency, not four."""
+    now = deps.clock()
+    s = deps.settings
+    jobs: list[Future[Any]] = [
+        deps.pool.submit(deps.provider_key),
+        deps.pool.submit(deps.store.check_rate, subject, now, s.rate_limit_per_minute, s.daily_token_budget),
+    ]
+    if conversation_id:
+        jobs.append(deps.pool.submit(deps.store.load, conversation_id, subject, s.history_max_messages))
+    if grant.nonce:
+        jobs.append(deps.pool.submit(deps.store.consume_nonce, grant.nonce, grant.expires + 60))
+    # Report the most meaningful failure: used nonce, rate limit, unknown conversation, then availability.
+    errors = [f.exception() for f in jobs]
+    for error in sorted((e for e in errors if e), key=lambda e: getattr(e, "status", 999) == 503):
+        if isinstance(error, SigstreamError):
+            raise error
+        raise ServiceUnavailableError("a dependency failed") from error
+    key = jobs[0].result()
+    conversation, history = jobs[2].result() if conversation_id else (None, [])
+    return key, conversation, history
+
+
+def chat_turn(request: Request, grant: Grant, deps: ChatDeps) -> HttpResult:
+    """POST /v1/chat/completions."""
+    s = deps.settings
+    chat = parse_chat_request(request.body, request.headers.get("content-type", ""), grant, s.default_model)
+    key, conversation, history = _gather(deps, grant, grant.subject, grant.conversation_id)
+    window = select_window(history, max_messages=s.history_max_messages, token_budget=s.history_token_budget,
+                           summary=conversation.summary if conversation else None)
+    if s.moderation != "off":
+        _moderate(deps, key, chat)
+    params = {**chat.params, "messages": window + chat.messages}
+    started = deps.clock()
+    manager = deps.upstream.open_chat(key, params)
+    try:
+        response = manager.__enter__()  # sends the request; the SDK retries 429/5xx here
+    except Exception as exc:
+        raise map_error(exc) from exc
+    turn = _Turn(deps, chat, conversation, started, manager)
+    if not chat.stream:
+        return turn.whole(response)
+    chunks = iter_raw(response)
+    first = turn.first_events(chunks)  # errors before the first byte still get a proper status
+    return HttpResult(200, dict(SSE_HEADERS), turn.stream(first, chunks))
+
+
+def _moderate(deps: ChatDeps, key: str, chat: ChatRequest) -> None:
+    text = "\n".join(m["content"] for m in chat.messages if m.get("role") == "user" and isinstance(m.get("content"), str))
+    try:
+        flagged = deps.upstream.moderate(key, text)
+    except Exception as exc:
+        if deps.settings.moderation == "fail-closed":
+            raise ServiceUnavailableError("moderation is unavailable") from exc
+        logger.warning("moderation unavailable; failing open", extra={"error": type(exc).__name__})
+        return
+    if flagged:
+        raise BadRequestError("the message was flagged by moderation", param="messages")
+
+
+class _Turn:
+    """Streams one reply and stores it exactly once, complete or not."""
+
+    def __init__(self, deps: ChatDeps, chat: ChatRequest, conversation: Conversation | None, started: float, manager: Any) -> None:
+        self.deps = deps
+        self.chat = chat
+        self.conversation = conversation
+        self.started = started
+        self.manager = manager
+        self.reply = Reply()
+        self.parser = SseParser()
+        self.first_token_at: float | None = None
+        self.saw_done = False
+
+    def whole(self, response: Any) -> HttpResult:
+        try:
+            body = response.read()
+            doc = json.loads(body)
+            self.reply.add_completion(doc)
+        except Exception as exc:
+            raise map_error(exc) from exc
+        finally:
+            self.manager.__exit__(None, None, None)
+        self._store("complete")
+        return json_result(200, doc)
+
+    def _accept(self, event: SseEvent) -> bytes | None:
+        """Record an event; return the bytes to forward (None drops it)."""
+        if event.data.strip() == "[DONE]":
+            self.saw_done = True
+            return DONE
+        try:
+            chunk = json.loads(event.data)
+        except ValueError:
+            record("MalformedUpstreamEvents", 1)
+            return None  # a client SDK would choke on it
+        if not isinstance(chunk, dict):
+            return None
+        self.reply.add_chunk(chunk)
+        if self.first_token_at is None:
+            self.first_token_at = self.deps.clock()
+        if not self.chat.usage_requested and not chunk.get("choices") and chunk.get("usage"):
+            return None  # usage was forced for our records; this client did not ask for it
+        return event.raw
+
+    def first_events(self, chunks: Iterator[bytes]) -> list[bytes]:
+        """Read until the first forwardable event (or fail with a status)."""
+        try:
+            for data in chunks:
+                out = [b for b in (self._accept(e) for e in self.parser.feed(data)) if b]
+                if out:
+                    return out
+        except Exception as exc:
+            self.manager.__exit__(None, None, None)
+            raise map_error(exc) from exc
+        self.manager.__exit__(None, None, None)
+        raise UpstreamError("the provider closed the stream without an answer")
+
+    def stream(self, first: list[bytes], chunks: Iterator[bytes]) -> Iterator[bytes]:
+        status = "complete"
+        try:
+            yield b"".join(first)
+            window = self.deps.settings.coalesce_ms / 1000
+            pending: list[bytes] = []
+            last_flush = self.deps.clock()
+            for data in chunks:
+                pending += [b for b in (self._accept(e) for e in self.parser.feed(data)) if b]
+                if pending and (not window or self.deps.clock() - last_flush >= window or self.saw_done):
+                    yield b"".join(pending)
+                    pending, last_flush = [], self.deps.clock()
+            pending += [b for b in (self._accept(e) for e in self.parser.flush()) if b]
+            if not self.saw_done:
+                status = "incomplete"
+                pending += [error_event("upstream_error", "the provider ended the stream early"), DONE]
+            if pending:
+                yield b"".join(pending)
+        except GeneratorExit:
+            status = "incomplete"
+            raise
+        except Exception as exc:
+            status = "incomplete"
+            error = map_error(exc)
+            record("StreamErrors", 1, kind=error.code)
+            logger.warning("upstream failed mid-stream", extra={"kind": error.code})
+            yield error_event(error.code, error.message) + DONE
+        finally:
+            self.manager.__exit__(None, None, None)
+            self._store(status)
+
+    def _store(self, status: str) -> None:
+        now = self.deps.clock()
+        usage = self.reply.usage or {}
+        tokens_in, tokens_out = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        if self.first_token_at is not None:
+            record("TimeToFirstToken", (self.first_token_at - self.started) * 1000, "Milliseconds")
+        record("StreamDuration", (now - self.started) * 1000, "Milliseconds")
+        record("TokensIn", tokens_in)
+        record("TokensOut", tokens_out)
+        if self.conversation is None:
+            return
+        assistant = {
+            **self.reply.message(),
+            "finish_reason": self.reply.finish_reason,
+            "usage": self.reply.usage,
+            "model": self.reply.model,
+            "latency_ms": int((now - self.started) * 1000),
+            "status": status,
+        }
+        turn = [{**m, "status": "complete"} for m in self.chat.messages] + [assistant]
+        try:
+            self.deps.store.append_turn(self.conversation, turn, now=now, tokens_in=tokens_in, tokens_out=tokens_out)
+            if self.deps.settings.daily_token_budget > 0:
+                self.deps.store.add_tokens(self.conversation.subject, now, tokens_in + tokens_out)
+        except SigstreamError as exc:
+            # The transaction is all-or-nothing: nothing half-written; the loss is logged and counted.
+            record("HistoryWriteFailures", 1)
+            logger.error("could not store the turn", extra={"error": exc.code, "conversation_id": self.conversation.id})

@@ -1,0 +1,95 @@
+"""The provider, through the openai SDK: retries and timeouts before the first byte, raw SSE after."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from typing import Any
+
+from sigstream.errors import (
+    BadRequestError,
+    RateLimitedError,
+    SigstreamError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+
+_import_done = threading.Event()
+
+
+def preload() -> None:
+    """Import the SDK on a background thread at init, overlapping it with AWS calls."""
+
+    def run() -> None:
+        try:
+            import openai  # noqa: F401
+        finally:
+            _import_done.set()
+
+    threading.Thread(target=run, name="preload-openai", daemon=True).start()
+
+
+def map_error(exc: BaseException) -> SigstreamError:
+    """SDK/transport failures -> our errors (never echoing the provider key)."""
+    import httpx2  # the SDK's transport; raw stream reads raise its errors
+    import openai
+
+    if isinstance(exc, openai.RateLimitError):
+        retry = exc.response.headers.get("retry-after", "1")
+        return RateLimitedError("the provider is rate limiting requests", retry_after=int(retry) if retry.isdigit() else 1)
+    if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
+        return UpstreamError("the provider refused the gateway's credentials")
+    if isinstance(exc, openai.APIStatusError) and exc.status_code < 500:
+        message = exc.message if isinstance(exc.message, str) else "the provider rejected the request"
+        return BadRequestError(f"provider: {message[:300]}", param=None)
+    if isinstance(exc, (openai.APITimeoutError, httpx2.TimeoutException)):
+        return UpstreamTimeoutError("the provider did not answer in time")
+    return UpstreamError("the provider is unavailable")
+
+
+class Upstream:
+    """One OpenAI client per provider key (keys rotate through the secret cache)."""
+
+    def __init__(self, base_url: str, timeout: float, connect_timeout: float, max_retries: int) -> None:
+        self.base_url = base_url
+        self.timeout = timeout
+        self.connect_timeout = connect_timeout
+        self.max_retries = max_retries
+        self._clients: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def client(self, api_key: str) -> Any:
+        """The SDK client for this key (created once)."""
+        with self._lock:
+            if api_key not in self._clients:
+                import openai
+
+                self._clients = {
+                    api_key: openai.OpenAI(
+                        api_key=api_key,
+                        base_url=self.base_url,
+                        max_retries=self.max_retries,
+                        # The read timeout is the idle timeout between streamed chunks.
+                        timeout=openai.Timeout(self.timeout, connect=self.connect_timeout),
+                    )
+                }
+            return self._clients[api_key]
+
+    def open_chat(self, api_key: str, params: dict[str, Any]) -> AbstractContextManager[Any]:
+        """A not-yet-entered raw streaming response for POST /chat/completions."""
+        body = dict(params)
+        model, messages = body.pop("model"), body.pop("messages")
+        return self.client(api_key).chat.completions.with_streaming_response.create(  # type: ignore[no-any-return]
+            model=model, messages=messages, extra_body=body
+        )
+
+    def moderate(self, api_key: str, text: str) -> bool:
+        """Whether the provider's moderation endpoint flags the text."""
+        result = self.client(api_key).moderations.create(input=text)
+        return any(r.flagged for r in result.results)
+
+
+def iter_raw(response: Any) -> Iterator[bytes]:
+    """The raw body bytes of an entered streaming response, as they arrive."""
+    yield from response.iter_bytes()

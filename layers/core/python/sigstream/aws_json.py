@@ -1,0 +1,173 @@
+"""A small client for AWS JSON-protocol APIs (DynamoDB, Secrets Manager) over keep-alive HTTP.
+
+It exists for cold start: importing boto3/botocore and loading their service models costs more than
+the whole rest of the Stream function's init. Retries throttling and 5xx with jittered backoff.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from sigstream.aws_sigv4 import sign_headers
+
+_RETRYABLE = {
+    "ThrottlingException",
+    "ProvisionedThroughputExceededException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "InternalFailure",
+    "InternalServiceError",
+    "ServiceUnavailable",
+    "TransactionInProgressException",
+}
+
+
+@dataclass(frozen=True)
+class ServiceProtocol:
+    """How one service speaks the JSON protocol."""
+
+    signing_name: str
+    target_prefix: str
+    content_type: str
+
+
+DYNAMODB = ServiceProtocol("dynamodb", "DynamoDB_20120810", "application/x-amz-json-1.0")
+SECRETS_MANAGER = ServiceProtocol("secretsmanager", "secretsmanager", "application/x-amz-json-1.1")
+
+
+class AwsServiceError(Exception):
+    """An AWS API error: `code` is the exception name (e.g. ConditionalCheckFailedException)."""
+
+    def __init__(self, code: str, message: str, status: int, body: Mapping[str, Any] | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.status = status
+        self.body = dict(body or {})
+
+    @property
+    def retryable(self) -> bool:
+        """Throttling, 5xx and connection failures are worth retrying."""
+        return self.code in _RETRYABLE or self.status >= 500 or self.status == 0
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Static credentials, as Lambda puts them in the environment."""
+
+    access_key: str
+    secret_key: str
+    session_token: str | None = None
+
+
+class AwsJsonClient:
+    """Calls `<TargetPrefix>.<Operation>` with SigV4, one keep-alive connection per thread."""
+
+    def __init__(
+        self,
+        protocol: ServiceProtocol,
+        *,
+        region: str,
+        credentials: Credentials,
+        endpoint: str | None = None,
+        timeout: float = 5.0,
+        max_attempts: int = 4,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.protocol = protocol
+        self.region = region
+        self.credentials = credentials
+        url = urlsplit(endpoint or f"https://{protocol.signing_name}.{region}.amazonaws.com")
+        self._secure = url.scheme == "https"
+        self._host = url.netloc
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self._sleep = sleep
+        self._local = threading.local()
+        self.requests = 0  # counted for benchmarks: AWS requests per chat turn
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            cls = http.client.HTTPSConnection if self._secure else http.client.HTTPConnection
+            conn = cls(self._host, timeout=self.timeout)
+            self._local.conn = conn
+        return conn
+
+    def _drop_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    def _send(self, operation: str, body: bytes) -> tuple[int, bytes]:
+        amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        headers = sign_headers(
+            access_key=self.credentials.access_key,
+            secret_key=self.credentials.secret_key,
+            session_token=self.credentials.session_token,
+            method="POST",
+            host=self._host,
+            raw_path="/",
+            body=body,
+            headers={
+                "content-type": self.protocol.content_type,
+                "x-amz-target": f"{self.protocol.target_prefix}.{operation}",
+            },
+            amz_date=amz_date,
+            region=self.region,
+            service=self.protocol.signing_name,
+        )
+        conn = self._connection()
+        self.requests += 1
+        try:
+            conn.request("POST", "/", body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            self._drop_connection()
+            raise AwsServiceError("ConnectionError", str(exc), 0) from exc
+        if response.will_close:
+            self._drop_connection()
+        return response.status, data
+
+    def call(self, operation: str, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Call an operation; retries retryable failures with full-jitter exponential backoff."""
+        body = json.dumps(payload).encode()
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                status, data = self._send(operation, body)
+                doc = json.loads(data or b"{}")
+                if status == 200:
+                    return doc  # type: ignore[no-any-return]
+                code = str(doc.get("__type", "UnknownError")).rsplit("#", 1)[-1]
+                message = str(doc.get("message") or doc.get("Message") or "")
+                raise AwsServiceError(code, message, status, doc)
+            except AwsServiceError as exc:
+                if not exc.retryable or attempt == self.max_attempts:
+                    raise
+            except ValueError as exc:
+                raise AwsServiceError("MalformedResponse", str(exc), 500) from exc
+            self._sleep(random.uniform(0, 0.05 * 2**attempt))  # noqa: S311 - jitter, not crypto
+        raise AssertionError("unreachable")
+
+
+def client_from_environment(protocol: ServiceProtocol, env: Mapping[str, str], **kwargs: Any) -> AwsJsonClient:
+    """A client configured from Lambda's environment (credentials, region, endpoint overrides)."""
+    service_env = "AWS_ENDPOINT_URL_" + protocol.signing_name.upper()
+    return AwsJsonClient(
+        protocol,
+        region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+        credentials=Credentials(
+            env.get("AWS_ACCESS_KEY_ID", ""), env.get("AWS_SECRET_ACCESS_KEY", ""), env.get("AWS_SESSION_TOKEN")
+        ),
+        endpoint=env.get(service_env) or env.get("AWS_ENDPOINT_URL"),
+        **kwargs,
+    )

@@ -1,0 +1,35 @@
+"""The Stream function's routes: one table for the Sign function, the CLI and the router."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+CHAT_PATH = "/v1/chat/completions"
+CONVERSATIONS_PATH = "/v1/conversations"
+_MESSAGES = re.compile(r"^/v1/conversations/([^/]*)/messages$")
+_CONVERSATION = re.compile(r"^/v1/conversations/([^/]*)$")
+
+
+@dataclass(frozen=True)
+class Route:
+    """A matched route: its name, the one method it takes, and the conversation id in its path."""
+
+    name: str
+    method: str
+    conversation_id: str | None = None
+
+
+def match_route(path: str) -> Route | None:
+    """The route for a path, or None."""
+    if path == CHAT_PATH:
+        return Route("chat", "POST")
+    if path == CONVERSATIONS_PATH:
+        return Route("list_conversations", "GET")
+    found = _MESSAGES.match(path)
+    if found:
+        return Route("list_messages", "GET", found.group(1))
+    found = _CONVERSATION.match(path)
+    if found:
+        return Route("delete_conversation", "DELETE", found.group(1))
+    return None

@@ -1,0 +1,54 @@
+"""Secrets Manager values cached with a TTL; a stale value keeps serving while the service is down."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sigstream.aws_json import AwsJsonClient, AwsServiceError
+from sigstream.errors import ServiceUnavailableError
+
+
+@dataclass
+class _Entry:
+    value: str
+    fetched_at: float
+
+
+class SecretCache:
+    """get() returns a value at most `ttl` old, or up to `max_stale` old if refreshing fails."""
+
+    def __init__(
+        self,
+        client: AwsJsonClient,
+        ttl: float,
+        max_stale: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.ttl = ttl
+        self.max_stale = max_stale
+        self._clock = clock
+        self._entries: dict[str, _Entry] = {}
+        self._lock = threading.Lock()
+
+    def get(self, secret_id: str) -> str:
+        """The secret string; ServiceUnavailableError when none can be had."""
+        now = self._clock()
+        entry = self._entries.get(secret_id)
+        if entry and now - entry.fetched_at < self.ttl:
+            return entry.value
+        with self._lock:  # one refresh at a time; others reuse its result
+            entry = self._entries.get(secret_id)
+            if entry and now - entry.fetched_at < self.ttl:
+                return entry.value
+            try:
+                value = str(self.client.call("GetSecretValue", {"SecretId": secret_id})["SecretString"])
+            except (AwsServiceError, KeyError) as exc:
+                if entry and now - entry.fetched_at < self.max_stale:
+                    return entry.value
+                raise ServiceUnavailableError("a required secret is temporarily unavailable") from exc
+            self._entries[secret_id] = _Entry(value, now)
+            return value
