@@ -22,6 +22,7 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(PY) -m mypy --strict layers/streaming-runtime/python
+	MYPYPATH=layers/core/python $(PY) -m mypy --strict -p sigstream
 
 test: lint typecheck
 	$(PY) -m pytest

@@ -61,7 +61,7 @@ class MotoServer:
     def start(cls, port: int | None = None) -> MotoServer:
         """Start moto server and wait until it answers."""
         port = port or free_port()
-        process = subprocess.Popen(  # noqa: S603 - our venv's moto
+        process = subprocess.Popen(
             [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

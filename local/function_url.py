@@ -7,12 +7,12 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 
-from local.quiet_server import QuietThreadingHTTPServer
 from local.invocation import Invocation, InvocationFailed, ResponseData, ResponseEnd, ResponseStart
 from local.pool import ACCOUNT_ID, FunctionPool
+from local.quiet_server import QuietThreadingHTTPServer
 from local.sigv4 import SignatureError, verify_sigv4
 from local.url_event import (
     PRELUDE_CONTENT_TYPE,
@@ -68,10 +68,10 @@ class _FunctionUrlHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # small SSE chunks must leave at once
     server: FunctionUrlServer
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         """Access logs off: functions log for themselves."""
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         self._handle()
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
@@ -142,7 +142,7 @@ class _FunctionUrlHandler(BaseHTTPRequestHandler):
                     account_id=ACCOUNT_ID,
                     service="lambda",
                     region=self.server.pool.region,
-                    now=datetime.now(timezone.utc),
+                    now=datetime.now(UTC),
                 )
             except SignatureError:
                 self._send_whole(*_with(extra, _json_error(403, "Forbidden")))
@@ -158,7 +158,12 @@ class _FunctionUrlHandler(BaseHTTPRequestHandler):
             }
         request_id = str(uuid.uuid4())
         event = build_event(
-            req, url_id=self.server.url_id, region=self.server.pool.region, request_id=request_id, now=time.time(), iam=iam
+            req,
+            url_id=self.server.url_id,
+            region=self.server.pool.region,
+            request_id=request_id,
+            now=time.time(),
+            iam=iam,
         )
         trace = event["headers"]["x-amzn-trace-id"]
         inv = self.server.pool.invoke(json.dumps(event).encode(), trace_id=trace, request_id=request_id)
@@ -171,7 +176,8 @@ class _FunctionUrlHandler(BaseHTTPRequestHandler):
             status, headers, body = _json_error(502, "Internal Server Error")
             self._send_whole(status, headers + extra + [("x-amzn-errortype", first.error_type)], body)
             return
-        assert isinstance(first, ResponseStart)
+        if not isinstance(first, ResponseStart):
+            raise TypeError(f"unexpected first event {first!r}")
         if not streaming or not first.streaming:
             self._relay_buffered(inv, first, extra)
             return
@@ -279,4 +285,3 @@ def _with(
 ) -> tuple[int, list[tuple[str, str]], bytes]:
     status, headers, body = response
     return status, _merge(headers, extra), body
-

@@ -7,7 +7,6 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Union
 
 
 @dataclass(frozen=True)
@@ -41,7 +40,7 @@ class InvocationFailed:
     body: bytes
 
 
-Event = Union[ResponseStart, ResponseData, ResponseEnd, InvocationFailed]
+Event = ResponseStart | ResponseData | ResponseEnd | InvocationFailed
 
 
 @dataclass
@@ -80,7 +79,7 @@ class Invocation:
 
     def fail(self, error_type: str, message: str) -> None:
         """End the invocation with an error, as a cut stream if bytes already went out."""
-        body = ('{"errorType":"%s","errorMessage":"%s"}' % (error_type, message)).encode()
+        body = (f'{{"errorType":"{error_type}","errorMessage":"{message}"}}').encode()
         with self.lock:
             started = self.started
         self.emit(ResponseEnd(error_type, body) if started else InvocationFailed(error_type, body))

@@ -41,8 +41,7 @@ def invoke_once(root: Path, function: str, event_file: Path, out: BinaryIO, err:
             if isinstance(event, InvocationFailed):
                 err.write(f"{event.error_type}: {event.body.decode('utf-8', 'replace')}\n")
                 return 1
-            assert isinstance(event, ResponseEnd)
-            if event.error_type:
+            if isinstance(event, ResponseEnd) and event.error_type:
                 err.write(f"\nstream ended with {event.error_type}: {(event.error_body or b'').decode()}\n")
                 return 1
             out.write(b"\n")

@@ -80,7 +80,7 @@ class Environment:
         self.init_error: InvocationFailed | None = None
         self.server = RuntimeApiServer(self)
         env = lambda_environment(pool.spec, self.server.address, pool.aws_env, pool.region)
-        self.process = subprocess.Popen(  # noqa: S603 - our own interpreter and layer wrapper
+        self.process = subprocess.Popen(
             launch_command(pool.spec, env),
             env=env,
             cwd=pool.spec.code_dir,
@@ -92,8 +92,7 @@ class Environment:
         threading.Thread(target=self._pump_logs, daemon=True).start()
 
     def _pump_logs(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
+        for raw in self.process.stdout or ():
             self.pool.log(self.pool.spec.logical_id, raw.decode("utf-8", "replace").rstrip("\n"))
         self.process.wait()
         self.pool.environment_exited(self)
@@ -227,7 +226,9 @@ class FunctionPool:
             env.kill()
         if env.ready:
             return
-        failure = env.init_error or InvocationFailed("Runtime.ExitError", b'{"errorMessage":"Runtime exited during init"}')
+        failure = env.init_error or InvocationFailed(
+            "Runtime.ExitError", b'{"errorMessage":"Runtime exited during init"}'
+        )
         with self._cond:
             if any(not e.ready for e in self.environments):
                 return  # another environment is still initialising and will take the queue

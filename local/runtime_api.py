@@ -9,8 +9,8 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, BinaryIO
 
-from local.quiet_server import QuietThreadingHTTPServer
 from local.invocation import Invocation, InvocationFailed, ResponseData, ResponseEnd, ResponseStart
+from local.quiet_server import QuietThreadingHTTPServer
 
 if TYPE_CHECKING:
     from local.pool import Environment
@@ -61,7 +61,7 @@ class RuntimeApiServer(QuietThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, environment: "Environment") -> None:
+    def __init__(self, environment: Environment) -> None:
         super().__init__(("127.0.0.1", 0), _RuntimeApiHandler)
         self.environment = environment
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
@@ -82,7 +82,7 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: RuntimeApiServer
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         """Quiet: the Runtime API is chatty."""
 
     def _reply(self, status: int, payload: dict[str, str]) -> None:
@@ -103,7 +103,7 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
             return b"".join(parts)
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path != f"{PREFIX}/runtime/invocation/next":
             self._error(404, "NotFound", "unknown path")
             return
@@ -129,7 +129,7 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(inv.event)
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         if self.path == f"{PREFIX}/runtime/init/error":
             body = self._drain()
             error_type = normalise_error_type(self.headers.get("Lambda-Runtime-Function-Error-Type"), "Runtime")

@@ -6,7 +6,7 @@ import hashlib
 import hmac
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sigstream import aws_sigv4
 
@@ -59,7 +59,7 @@ def verify_sigv4(
         raise SignatureError("wrong credential scope")
     amz_date = (lowered.get("x-amz-date") or [""])[0]
     try:
-        signed_at = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+        signed_at = datetime.strptime(amz_date, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
     except ValueError as exc:
         raise SignatureError("bad X-Amz-Date") from exc
     if amz_date[:8] != date or abs((now - signed_at).total_seconds()) > MAX_SKEW_SECONDS:

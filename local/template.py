@@ -77,7 +77,7 @@ class Resolver:
         if not isinstance(node, dict):
             return node
         if len(node) == 1:
-            (key, arg), = node.items()
+            ((key, arg),) = node.items()
             handler = _INTRINSICS.get(key)
             if handler is not None:
                 return handler(self, arg)
@@ -173,7 +173,15 @@ def _merge_globals(props: dict[str, Any], glob: dict[str, Any]) -> dict[str, Any
 
 
 _LOCAL_PROPERTIES = {
-    "CodeUri", "Handler", "Runtime", "Timeout", "MemorySize", "Environment", "Layers", "FunctionUrlConfig", "FunctionName"
+    "CodeUri",
+    "Handler",
+    "Runtime",
+    "Timeout",
+    "MemorySize",
+    "Environment",
+    "Layers",
+    "FunctionUrlConfig",
+    "FunctionName",
 }
 
 

@@ -9,9 +9,9 @@ import uuid
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 from local.quiet_server import QuietThreadingHTTPServer
-from typing import Any
 
 MODEL = "local-echo-1"
 
@@ -93,7 +93,7 @@ def sse_events(reply: str, model: str, include_usage: bool, prompt_tokens: int) 
     if include_usage:
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words)}
         events.append(chunk({}, usage={**usage, "total_tokens": prompt_tokens + len(words)}))
-    return events + [b"data: [DONE]\n\n"]
+    return [*events, b"data: [DONE]\n\n"]
 
 
 def replay_events(path: Path) -> list[bytes]:
@@ -130,7 +130,7 @@ class _UpstreamHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server: UpstreamServer
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         """Quiet."""
 
     def _json(self, status: int, doc: Any, headers: dict[str, str] | None = None) -> None:
@@ -153,7 +153,7 @@ class _UpstreamHandler(BaseHTTPRequestHandler):
         except ValueError:
             return None
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path == "/_control/requests":
             with self.server.control.lock:
                 self._json(200, list(self.server.control.requests))
@@ -162,7 +162,7 @@ class _UpstreamHandler(BaseHTTPRequestHandler):
         else:
             self._error(404, "not found", "not_found")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self._body()
         if self.path == "/_control":
             self.server.control.update(body or {})
@@ -217,7 +217,11 @@ class _UpstreamHandler(BaseHTTPRequestHandler):
                             "finish_reason": "stop",
                         }
                     ],
-                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": words, "total_tokens": prompt_tokens + words},
+                    "usage": {
+                        "prompt_tokens": prompt_tokens,
+                        "completion_tokens": words,
+                        "total_tokens": prompt_tokens + words,
+                    },
                 },
             )
             return

@@ -6,13 +6,13 @@ import functools
 import threading
 from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 from local.quiet_server import QuietThreadingHTTPServer
-from typing import Any
 
 
 class _QuietStaticHandler(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         """Quiet."""
 
 

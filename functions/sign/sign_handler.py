@@ -12,7 +12,6 @@ from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Respo
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities import parameters
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
 from sigstream.config import ConfigError, parse_signing_keys
 from sigstream.errors import BadRequestError, NotFoundError, ServiceUnavailableError, SigstreamError
 from sigstream.signed_url import CONVERSATION_PATTERN, MODEL_PATTERN, SUBJECT_PATTERN
@@ -54,7 +53,9 @@ class SignRequest(BaseModel):
 
 
 def _error(error: SigstreamError) -> Response[Any]:
-    return Response(status_code=error.status, content_type="application/json", body=error.body(), headers=error.headers())
+    return Response(
+        status_code=error.status, content_type="application/json", body=error.body(), headers=error.headers()
+    )
 
 
 @app.exception_handler(ValidationError)
@@ -113,7 +114,12 @@ def sign() -> Response[Any]:
     metrics.add_metric(name="UrlsIssued", unit=MetricUnit.Count, value=1)
     logger.info(
         "url issued",
-        extra={"subject": request.subject, "path": request.path, "conversation_id": doc["conversation_id"], "kid": keys.active},
+        extra={
+            "subject": request.subject,
+            "path": request.path,
+            "conversation_id": doc["conversation_id"],
+            "kid": keys.active,
+        },
     )
     return Response(status_code=200, content_type="application/json", body=doc)
 

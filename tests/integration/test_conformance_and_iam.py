@@ -24,7 +24,9 @@ def _send(url: str, method: str, path: str, body: bytes, headers: dict[str, str]
 
 
 def _signed_headers(url: str, method: str, path: str, body: bytes, secret: str = SECRET_KEY) -> dict[str, str]:
-    request = AWSRequest(method=method, url=url.rstrip("/") + path, data=body, headers={"content-type": "application/json"})
+    request = AWSRequest(
+        method=method, url=url.rstrip("/") + path, data=body, headers={"content-type": "application/json"}
+    )
     SigV4Auth(Credentials(ACCESS_KEY, secret), "lambda", REGION).add_auth(request)
     return dict(request.headers.items())
 
@@ -32,7 +34,9 @@ def _signed_headers(url: str, method: str, path: str, body: bytes, secret: str =
 def test_awslambdaric_and_our_runtime_give_the_same_buffered_result(demo_stack: LocalStack) -> None:
     body = b'{"hello": "world"}'
     ric_url = demo_stack.urls["RicFunction"].url
-    ours = _send(demo_stack.urls["BufferedFunction"].url, "POST", "/echo?x=1", body, {"content-type": "application/json"})
+    ours = _send(
+        demo_stack.urls["BufferedFunction"].url, "POST", "/echo?x=1", body, {"content-type": "application/json"}
+    )
     theirs = _send(ric_url, "POST", "/echo?x=1", body, _signed_headers(ric_url, "POST", "/echo?x=1", body))
     assert ours[0].status == theirs[0].status == 200
     assert json.loads(ours[1]) == json.loads(theirs[1]) == {"path": "/echo", "body": '{"hello": "world"}', "b64": False}

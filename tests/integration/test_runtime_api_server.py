@@ -9,11 +9,11 @@ import threading
 import time
 
 import pytest
+from sigstream_runtime.api_client import Invocation as ClientInvocation
+from sigstream_runtime.api_client import RuntimeApiClient, StreamAbortedError
 
 from local.invocation import Invocation, InvocationFailed, ResponseData, ResponseEnd, ResponseStart
 from local.runtime_api import RuntimeApiServer
-from sigstream_runtime.api_client import Invocation as ClientInvocation
-from sigstream_runtime.api_client import RuntimeApiClient, StreamAbortedError
 
 
 class FakeEnvironment:
@@ -88,7 +88,7 @@ def test_buffered_response_is_accepted_with_202(api) -> None:
 
 
 def test_unknown_request_id_is_400_and_a_second_answer_is_rejected(api) -> None:
-    env, server = api
+    _env, server = api
     assert _raw(server, "POST", "/runtime/invocation/nope/response", b"{}") == (
         400,
         {"errorType": "InvalidRequestID", "errorMessage": "unknown or already answered request id"},

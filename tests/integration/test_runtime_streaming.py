@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import itertools
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -54,7 +55,7 @@ def test_chunks_reach_the_client_one_by_one_as_they_are_yielded(demo_stack: Loca
     for line in response:
         arrivals.append((time.monotonic(), line))
     assert [line.split()[1] for _, line in arrivals] == [b"0", b"1", b"2", b"3", b"4", b"5"]
-    gaps = [b[0] - a[0] for a, b in zip(arrivals, arrivals[1:])]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(arrivals)]
     # Each tick is seen about 100 ms after the previous one, not all at the end.
     assert all(0.04 < gap < 0.5 for gap in gaps), gaps
     assert arrivals[-1][0] - arrivals[0][0] > 0.35
@@ -114,7 +115,7 @@ def test_async_generator_bodies_stream(demo_stack: LocalStack) -> None:
 
 
 def test_binary_chunks_with_nul_bytes_pass_unchanged(demo_stack: LocalStack) -> None:
-    response, body = _get(demo_stack.urls["StreamerFunction"].url, "/binary")
+    _response, body = _get(demo_stack.urls["StreamerFunction"].url, "/binary")
     assert body == bytes(range(256)) + b"\x00" * 16
 
 
@@ -125,7 +126,7 @@ def test_no_empty_chunk_is_sent_mid_stream(demo_stack: LocalStack) -> None:
     assert start.content_type == "application/vnd.awslambda.http-integration-response"
     data = [e for e in events if isinstance(e, ResponseData)]
     assert data and all(e.data for e in data)
-    assert data[0].data.startswith(b"{\"statusCode\":201") and b"\x00" * 8 in data[0].data
+    assert data[0].data.startswith(b'{"statusCode":201') and b"\x00" * 8 in data[0].data
 
 
 def test_buffered_dict_round_trips_through_the_function_url(demo_stack: LocalStack) -> None:
@@ -139,7 +140,7 @@ def test_buffered_dict_round_trips_through_the_function_url(demo_stack: LocalSta
 
 
 def test_context_and_environment_match_lambda(demo_stack: LocalStack) -> None:
-    response, body = _get(demo_stack.urls["BufferedFunction"].url, "/context")
+    _response, body = _get(demo_stack.urls["BufferedFunction"].url, "/context")
     ctx = json.loads(body)
     assert ctx["request_id"] == ctx["event_request_id"]
     assert ctx["function_name"] == "sigstream-local-BufferedFunction"
@@ -176,7 +177,7 @@ def test_function_timeout_is_enforced_and_the_next_call_gets_a_fresh_environment
     assert response.status == 502
     assert response.getheader("x-amzn-errortype") == "Sandbox.Timedout"
     assert any("Task timed out after 3" in line for _, line in demo_stack.logs.lines)
-    response, body = _get(url, "/echo")
+    response, _body = _get(url, "/echo")
     assert response.status == 200
 
 

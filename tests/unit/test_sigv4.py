@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from botocore.auth import SigV4Auth
@@ -32,7 +32,7 @@ def _verify(request: AWSRequest, path: str, query: str, body: bytes, now: dateti
         account_id="123456789012",
         service=kw.get("service", "lambda"),
         region="us-east-1",
-        now=now or datetime.now(timezone.utc),
+        now=now or datetime.now(UTC),
     )
 
 
@@ -71,7 +71,7 @@ def test_tampering_is_rejected(mutate) -> None:
 def test_old_signatures_and_wrong_service_are_rejected() -> None:
     request = _signed("GET", "http://127.0.0.1:9000/", b"")
     with pytest.raises(SignatureError):
-        _verify(request, "/", "", b"", now=datetime.now(timezone.utc) + timedelta(minutes=16))
+        _verify(request, "/", "", b"", now=datetime.now(UTC) + timedelta(minutes=16))
     with pytest.raises(SignatureError):
         _verify(request, "/", "", b"", service="s3")
 
@@ -79,6 +79,14 @@ def test_old_signatures_and_wrong_service_are_rejected() -> None:
 def test_missing_authorization_is_rejected() -> None:
     with pytest.raises(SignatureError):
         verify_sigv4(
-            method="GET", raw_path="/", raw_query="", headers=[], body=b"", secrets=SECRETS,
-            account_id="1", service="lambda", region="us-east-1", now=datetime.now(timezone.utc),
+            method="GET",
+            raw_path="/",
+            raw_query="",
+            headers=[],
+            body=b"",
+            secrets=SECRETS,
+            account_id="1",
+            service="lambda",
+            region="us-east-1",
+            now=datetime.now(UTC),
         )

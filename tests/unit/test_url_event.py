@@ -30,7 +30,9 @@ def _event(**overrides):
         body=overrides.get("body", b'{"k":1}'),
         source_ip="127.0.0.1",
     )
-    return build_event(req, url_id="abc", region="us-east-1", request_id="rid", now=1583348638.39, iam=overrides.get("iam"))
+    return build_event(
+        req, url_id="abc", region="us-east-1", request_id="rid", now=1583348638.39, iam=overrides.get("iam")
+    )
 
 
 def test_headers_are_lowercased_duplicates_joined_and_cookies_split() -> None:
@@ -102,7 +104,9 @@ def test_buffered_result_rules() -> None:
     response, body = buffered_response(b'{"no":"status"}', "application/json")
     assert response.status == 200 and json.loads(body) == {"no": "status"}
     encoded = base64.b64encode(b"\x00\x01").decode()
-    _, body = buffered_response(json.dumps({"statusCode": 200, "body": encoded, "isBase64Encoded": True}).encode(), "application/json")
+    _, body = buffered_response(
+        json.dumps({"statusCode": 200, "body": encoded, "isBase64Encoded": True}).encode(), "application/json"
+    )
     assert body == b"\x00\x01"
 
 

@@ -14,12 +14,14 @@ from sigstream.routes import match_route
 from sigstream.secret_cache import SecretCache
 from sigstream.signed_url import verify_query
 from sigstream.sw1 import is_sw1_query
+
 from stream_app import conversations
 from stream_app.chat import ChatDeps, chat_turn
 from stream_app.http_io import HttpResult, Request, error_result, parse_event
 from stream_app.observability import logger, record
 from stream_app.sw1_proxy import sw1_proxy
 from stream_app.upstream import Upstream
+
 
 class StreamApp:
     """Everything wired once per cold start; handle() per request."""
@@ -88,7 +90,9 @@ class StreamApp:
         if self._http is None:
             import openai  # its HTTP client: same transport, timeouts and proxies as the chat path
 
-            timeout = openai.Timeout(self.settings.upstream_timeout_seconds, connect=self.settings.upstream_connect_timeout_seconds)
+            timeout = openai.Timeout(
+                self.settings.upstream_timeout_seconds, connect=self.settings.upstream_connect_timeout_seconds
+            )
             self._http = openai.DefaultHttpxClient(timeout=timeout, follow_redirects=False)
         return self._http
 

@@ -16,6 +16,7 @@ from sigstream.history_window import select_window
 from sigstream.reply import Reply
 from sigstream.signed_url import Grant
 from sigstream.sse import DONE, SseEvent, SseParser, error_event
+
 from stream_app.http_io import SSE_HEADERS, HttpResult, Request, json_result
 from stream_app.observability import logger, record
 from stream_app.upstream import Upstream, iter_raw, map_error
@@ -33,7 +34,9 @@ class ChatDeps:
     pool: ThreadPoolExecutor
 
 
-def _gather(deps: ChatDeps, grant: Grant, subject: str, conversation_id: str | None) -> tuple[str, Conversation | None, list[dict[str, Any]]]:
+def _gather(
+    deps: ChatDeps, grant: Grant, subject: str, conversation_id: str | None
+) -> tuple[str, Conversation | None, list[dict[str, Any]]]:
     """Key, rate check, history and nonce in parallel: one round trip of latency, not four."""
     now = deps.clock()
     s = deps.settings
@@ -61,8 +64,12 @@ def chat_turn(request: Request, grant: Grant, deps: ChatDeps) -> HttpResult:
     s = deps.settings
     chat = parse_chat_request(request.body, request.headers.get("content-type", ""), grant, s.default_model)
     key, conversation, history = _gather(deps, grant, grant.subject, grant.conversation_id)
-    window = select_window(history, max_messages=s.history_max_messages, token_budget=s.history_token_budget,
-                           summary=conversation.summary if conversation else None)
+    window = select_window(
+        history,
+        max_messages=s.history_max_messages,
+        token_budget=s.history_token_budget,
+        summary=conversation.summary if conversation else None,
+    )
     if s.moderation != "off":
         _moderate(deps, key, chat)
     params = {**chat.params, "messages": window + chat.messages}
@@ -81,7 +88,9 @@ def chat_turn(request: Request, grant: Grant, deps: ChatDeps) -> HttpResult:
 
 
 def _moderate(deps: ChatDeps, key: str, chat: ChatRequest) -> None:
-    text = "\n".join(m["content"] for m in chat.messages if m.get("role") == "user" and isinstance(m.get("content"), str))
+    text = "\n".join(
+        m["content"] for m in chat.messages if m.get("role") == "user" and isinstance(m.get("content"), str)
+    )
     try:
         flagged = deps.upstream.moderate(key, text)
     except Exception as exc:
@@ -96,7 +105,9 @@ def _moderate(deps: ChatDeps, key: str, chat: ChatRequest) -> None:
 class _Turn:
     """Streams one reply and stores it exactly once, complete or not."""
 
-    def __init__(self, deps: ChatDeps, chat: ChatRequest, conversation: Conversation | None, started: float, manager: Any) -> None:
+    def __init__(
+        self, deps: ChatDeps, chat: ChatRequest, conversation: Conversation | None, started: float, manager: Any
+    ) -> None:
         self.deps = deps
         self.chat = chat
         self.conversation = conversation

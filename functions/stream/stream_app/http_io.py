@@ -12,7 +12,11 @@ from typing import Any
 from sigstream.errors import BadRequestError, PayloadTooLargeError, SigstreamError
 
 JSON_HEADERS = {"content-type": "application/json", "cache-control": "no-store"}
-SSE_HEADERS = {"content-type": "text/event-stream; charset=utf-8", "cache-control": "no-cache", "x-accel-buffering": "no"}
+SSE_HEADERS = {
+    "content-type": "text/event-stream; charset=utf-8",
+    "cache-control": "no-cache",
+    "x-accel-buffering": "no",
+}
 
 
 @dataclass(frozen=True)

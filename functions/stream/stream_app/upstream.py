@@ -37,7 +37,9 @@ def map_error(exc: BaseException) -> SigstreamError:
 
     if isinstance(exc, openai.RateLimitError):
         retry = exc.response.headers.get("retry-after", "1")
-        return RateLimitedError("the provider is rate limiting requests", retry_after=int(retry) if retry.isdigit() else 1)
+        return RateLimitedError(
+            "the provider is rate limiting requests", retry_after=int(retry) if retry.isdigit() else 1
+        )
     if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
         return UpstreamError("the provider refused the gateway's credentials")
     if isinstance(exc, openai.APIStatusError) and exc.status_code < 500:

@@ -29,7 +29,7 @@ def to_item(values: dict[str, Any]) -> dict[str, Any]:
 
 def from_attr(attr: dict[str, Any]) -> Any:
     """DynamoDB AttributeValue -> Python value."""
-    (kind, value), = attr.items()
+    ((kind, value),) = attr.items()
     if kind == "S" or kind == "BOOL":
         return value
     if kind == "N":

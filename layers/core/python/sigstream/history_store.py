@@ -274,7 +274,9 @@ class HistoryStore:
                 batch = [{"DeleteRequest": {"Key": i}} for i in items[start : start + 25]]
                 pending: dict[str, Any] = {self.table: batch}
                 while pending:
-                    pending = self.client.call("BatchWriteItem", {"RequestItems": pending}).get("UnprocessedItems") or {}
+                    pending = (
+                        self.client.call("BatchWriteItem", {"RequestItems": pending}).get("UnprocessedItems") or {}
+                    )
             key = result.get("LastEvaluatedKey")
             if not key:
                 return
@@ -284,7 +286,11 @@ class HistoryStore:
         day = time.strftime("%Y%m%d", time.gmtime(now))
         minute = f"m{int(now) // 60 % 1440:04d}"
         condition = "(attribute_not_exists(#m) OR #m < :limit)"
-        values: dict[str, Any] = {":one": {"N": "1"}, ":limit": {"N": str(per_minute)}, ":exp": {"N": str(int(now) + 2 * 86400)}}
+        values: dict[str, Any] = {
+            ":one": {"N": "1"},
+            ":limit": {"N": str(per_minute)},
+            ":exp": {"N": str(int(now) + 2 * 86400)},
+        }
         if daily_tokens > 0:
             condition += " AND (attribute_not_exists(tokens) OR tokens < :budget)"
             values[":budget"] = {"N": str(daily_tokens)}

@@ -171,7 +171,9 @@ def verify_sw1(
             }.items()
         )
     )
-    canonical = "\n".join([method, "/", query, "\n".join(canonical_headers), "", ";".join(sorted(signed_names)), body_text])
+    canonical = "\n".join(
+        [method, "/", query, "\n".join(canonical_headers), "", ";".join(sorted(signed_names)), body_text]
+    )
     to_sign = "\n".join([ALGORITHM, date, date[:8], hashlib.sha256(canonical.encode()).hexdigest()])
     # An unknown id is checked against a throwaway key so it costs and looks the same as a bad signature.
     secret = app.secret if app else "\x00unknown-app"

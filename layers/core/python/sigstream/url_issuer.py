@@ -84,5 +84,3 @@ def issue_url(
         "conversation_id": conversation_id,
         "method": spec.method,
     }
-
-

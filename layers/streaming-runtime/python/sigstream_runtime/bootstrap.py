@@ -92,7 +92,7 @@ class Worker:
                     return
                 yield as_bytes(chunk)
         else:
-            for chunk in body:  # type: ignore[union-attr]
+            for chunk in body:
                 yield as_bytes(chunk)
 
     def _stream(self, inv: Invocation, response: StreamingResponse) -> None:

@@ -30,13 +30,9 @@ def load_handler(spec: str) -> Handler:
     try:
         module = importlib.import_module(modname.replace("/", "."))
     except ImportError as exc:
-        raise HandlerLoadError(
-            "Runtime.ImportModuleError", f"Unable to import module '{modname}': {exc}"
-        ) from exc
+        raise HandlerLoadError("Runtime.ImportModuleError", f"Unable to import module '{modname}': {exc}") from exc
     except SyntaxError as exc:
-        raise HandlerLoadError(
-            "Runtime.UserCodeSyntaxError", f"Syntax error in module '{modname}': {exc}"
-        ) from exc
+        raise HandlerLoadError("Runtime.UserCodeSyntaxError", f"Syntax error in module '{modname}': {exc}") from exc
     handler = getattr(module, fname, None)
     if not callable(handler):
         raise HandlerLoadError("Runtime.HandlerNotFound", f"Handler '{fname}' missing on module '{modname}'")

@@ -36,7 +36,7 @@ def encode_result(result: Any) -> tuple[bytes, str]:
 
 
 def error_payload(exc: BaseException, request_id: str = "") -> dict[str, Any]:
-    """awslambdaric's error shape: errorMessage, errorType, requestId, stackTrace."""
+    """Awslambdaric's error shape: errorMessage, errorType, requestId, stackTrace."""
     frames = traceback.extract_tb(exc.__traceback__)
     trimmed = [f for f in frames if "/sigstream_runtime/" not in f.filename] or list(frames)
     return {

@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterable, Iterable
 from dataclasses import dataclass, field
-from typing import Union
 
-Chunk = Union[bytes, str]
-Body = Union[Iterable[Chunk], AsyncIterable[Chunk]]
+Chunk = bytes | str
+Body = Iterable[Chunk] | AsyncIterable[Chunk]
 
 PRELUDE_CONTENT_TYPE = "application/vnd.awslambda.http-integration-response"
 PRELUDE_SEPARATOR = b"\x00" * 8
