@@ -22,3 +22,12 @@ def demo_stack() -> Iterator[LocalStack]:
     stack.start()
     yield stack
     stack.stop()
+
+
+@pytest.fixture(scope="session")
+def app_stack() -> Iterator[LocalStack]:
+    """template.yaml on the local stack: Sign and Stream functions, moto server, embedded upstream."""
+    stack = LocalStack(StackOptions(root=ROOT, template=ROOT / "template.yaml", log_stream=io.StringIO()))
+    stack.start()
+    yield stack
+    stack.stop()
