@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The local stack imports the core layer, exactly as the functions get it from /opt/python.
+LOCAL := PYTHONPATH=$(CURDIR)/layers/core/python $(PY)
 
 .PHONY: dev test lint typecheck unit invoke bench clean
 
@@ -14,7 +16,7 @@ $(STAMP): requirements/dev.txt
 	@touch $(STAMP)
 
 dev: $(STAMP)
-	$(PY) -m local dev
+	$(LOCAL) -m local dev
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -29,10 +31,10 @@ test: lint typecheck
 
 invoke: $(STAMP)
 	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=<LogicalId> EVENT=events/<file>.json"; exit 2; }
-	@$(PY) -m local invoke $(FN) $(EVENT)
+	@$(LOCAL) -m local invoke $(FN) $(EVENT)
 
 bench: $(STAMP)
-	$(PY) -m bench
+	$(LOCAL) -m bench
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

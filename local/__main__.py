@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -21,17 +22,18 @@ def run_dev() -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    endpoints_file = ROOT / ".local" / "endpoints.json"
+    state_dir = Path(os.environ.get("SIGSTREAM_LOCAL_STATE_DIR") or ROOT / ".local")
+    endpoints_file = state_dir / "endpoints.json"
     try:
         endpoints = stack.start()
-        endpoints_file.parent.mkdir(exist_ok=True)
+        endpoints_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = endpoints_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(endpoints, indent=2) + "\n")
         tmp.replace(endpoints_file)  # readers never see a half-written file
         print("sigstream local stack is up:", flush=True)
         for key in ("web_url", "sign_url", "stream_url", "aws_endpoint_url", "upstream_base_url"):
             print(f"  {key:18} {endpoints.get(key, '')}", flush=True)
-        print(f"  endpoints written to {endpoints_file.relative_to(ROOT)}; Ctrl-C stops", flush=True)
+        print(f"  endpoints written to {endpoints_file}; Ctrl-C stops", flush=True)
         stop.wait()
     finally:
         endpoints_file.unlink(missing_ok=True)

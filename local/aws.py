@@ -122,11 +122,13 @@ def create_resources(
     template: dict[str, Any],
     resolver: Resolver,
     secret_values: dict[str, str],
-) -> None:
+) -> dict[str, str]:
     """Create the template's DynamoDB tables and secrets; fills resolver refs/attributes.
 
-    `secret_values` maps a secret's `Metadata.SigstreamLocal` role to the value to store.
+    `secret_values` maps a secret's `Metadata.SigstreamLocal` role to the value to store; returns
+    each role's secret ARN.
     """
+    roles: dict[str, str] = {}
     dynamodb, secretsmanager = moto.client("dynamodb"), moto.client("secretsmanager")
     for logical_id, res in template["Resources"].items():
         kind = res.get("Type")
@@ -154,3 +156,6 @@ def create_resources(
             arn = secretsmanager.create_secret(Name=name, SecretString=value)["ARN"]
             resolver.refs[logical_id] = arn
             resolver.attributes[(logical_id, "Id")] = arn
+            if role:
+                roles[role] = arn
+    return roles

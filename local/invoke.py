@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from local.invocation import InvocationFailed, ResponseData, ResponseEnd, ResponseStart
+from local.resign import refresh_event
 from local.stack import LocalStack, StackOptions
 from local.url_event import PRELUDE_CONTENT_TYPE, PreludeReader
 
@@ -19,7 +20,8 @@ def invoke_once(root: Path, function: str, event_file: Path, out: BinaryIO, err:
         if function not in stack.pools:
             err.write(f"unknown function {function}; template has: {', '.join(stack.pools)}\n")
             return 2
-        inv = stack.pools[function].invoke(event_file.read_bytes())
+        event = refresh_event(event_file.read_bytes(), stack.secret_values(), stack.sw1_app.get("proxy", ""))
+        inv = stack.pools[function].invoke(event)
         reader: PreludeReader | None = None
         while True:
             event = inv.events.get()

@@ -72,6 +72,7 @@ class LocalStack:
         self.web: WebServer | None = None
         self.sw1_app: dict[str, Any] = {}
         self.upstream_base_url = ""
+        self.secret_arns: dict[str, str] = {}
 
     def start(self) -> dict[str, Any]:
         """Start every part; returns the endpoints document."""
@@ -103,7 +104,7 @@ class LocalStack:
             "headers": {"authorization": f"Bearer {api_key}"},
         }
         self.moto = MotoServer.start()
-        create_resources(
+        self.secret_arns = create_resources(
             self.moto,
             self.template,
             resolver,
@@ -114,7 +115,8 @@ class LocalStack:
             if res.get("Type") == FUNCTION_TYPE:
                 name = res.get("Properties", {}).get("FunctionName")
                 resolver.refs[logical_id] = name if isinstance(name, str) else f"{STACK_NAME}-{logical_id}"
-                if "FunctionUrlConfig" in res.get("Properties", {}) and opts.function_urls:
+                # The URL is known even when not served (make invoke), so env vars that name it resolve.
+                if "FunctionUrlConfig" in res.get("Properties", {}):
                     ports[logical_id] = free_port()
                     url = f"http://127.0.0.1:{ports[logical_id]}/"
                     resolver.attributes[(f"{logical_id}Url", "FunctionUrl")] = url
@@ -124,7 +126,7 @@ class LocalStack:
         for logical_id, spec in function_specs(self.template, resolver, opts.root).items():
             pool = FunctionPool(spec, self.moto.client_env(), REGION, self.logs)
             self.pools[logical_id] = pool
-            if logical_id in ports:
+            if logical_id in ports and opts.function_urls:
                 server = FunctionUrlServer(pool, credentials, ports[logical_id])
                 server.start()
                 self.urls[logical_id] = server
@@ -148,6 +150,13 @@ class LocalStack:
             # SignFunction -> sign_url: one rule, so the template stays the only list of functions.
             doc[logical_id.removesuffix("Function").lower() + "_url"] = server.url
         return doc
+
+    def secret_values(self) -> dict[str, str]:
+        """Current values of the template's role-tagged secrets (signing keys, SW1 apps, provider key)."""
+        if not self.moto:
+            return {}
+        client = self.moto.client("secretsmanager")
+        return {role: client.get_secret_value(SecretId=arn)["SecretString"] for role, arn in self.secret_arns.items()}
 
     def stop(self) -> None:
         """Stop every child process and server."""

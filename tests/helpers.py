@@ -20,7 +20,9 @@ def new_subject() -> str:
     return "user-" + uuid.uuid4().hex[:12]
 
 
-def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+def http(
+    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     """One request; HTTP errors are returned, not raised."""
     request = urllib.request.Request(url, data=body, headers=headers or {}, method=method)
     try:
@@ -34,7 +36,9 @@ def sign(stack: LocalStack, doc: dict[str, Any], *, signed: bool = True) -> tupl
     """POST /sign to the Sign function's IAM-protected URL, SigV4-signed as a backend would."""
     endpoints = stack.endpoints()
     body = json.dumps(doc).encode()
-    request = AWSRequest(method="POST", url=endpoints["sign_url"] + "sign", data=body, headers={"content-type": "application/json"})
+    request = AWSRequest(
+        method="POST", url=endpoints["sign_url"] + "sign", data=body, headers={"content-type": "application/json"}
+    )
     if signed:
         credentials = Credentials(endpoints["aws_access_key_id"], endpoints["aws_secret_access_key"])
         SigV4Auth(credentials, "lambda", endpoints["region"]).add_auth(request)

@@ -63,7 +63,9 @@ def test_url_for_conversation_a_is_refused_for_conversation_b(app_stack: LocalSt
     forged = a["url"].replace(a["conversation_id"], b["conversation_id"])
     status, _, body = post_chat(forged)
     assert status == 403 and json.loads(body)["error"]["code"] == "invalid_signature"
-    listing = signed_url(app_stack, subject=subject, method="GET", path=f"/v1/conversations/{a['conversation_id']}/messages")
+    listing = signed_url(
+        app_stack, subject=subject, method="GET", path=f"/v1/conversations/{a['conversation_id']}/messages"
+    )
     other_path = listing["url"].replace(a["conversation_id"], b["conversation_id"])
     status, _, body = http("GET", other_path)
     assert status == 403 and json.loads(body)["error"]["code"] == "invalid_signature"
@@ -83,18 +85,33 @@ def test_tampered_and_expired_urls_are_refused_and_nothing_is_stored(app_stack: 
     params["sig"] = params["sig"][:-1] + ("A" if params["sig"][-1] != "A" else "B")
     status, _, body = post_chat(answer["url"].split("?")[0] + "?" + urlencode(params))
     assert status == 403 and json.loads(body) == {
-        "error": {"message": "The URL signature is not valid.", "type": "authentication_error", "param": None, "code": "invalid_signature"}
+        "error": {
+            "message": "The URL signature is not valid.",
+            "type": "authentication_error",
+            "param": None,
+            "code": "invalid_signature",
+        }
     }
     # An expired URL, signed with the real key an hour ago (the 30 s skew allowance is long past).
     from sigstream.config import parse_signing_keys
     from sigstream.signed_url import Grant, sign_query
 
     assert app_stack.moto is not None
-    keys_arn = next(s["ARN"] for s in app_stack.moto.client("secretsmanager").list_secrets()["SecretList"] if "SigningKeys" in s["Name"])
-    keys = parse_signing_keys(app_stack.moto.client("secretsmanager").get_secret_value(SecretId=keys_arn)["SecretString"])
+    keys_arn = next(
+        s["ARN"]
+        for s in app_stack.moto.client("secretsmanager").list_secrets()["SecretList"]
+        if "SigningKeys" in s["Name"]
+    )
+    keys = parse_signing_keys(
+        app_stack.moto.client("secretsmanager").get_secret_value(SecretId=keys_arn)["SecretString"]
+    )
     now = int(datetime.now(timezone.utc).timestamp())
     grant = Grant("POST", "/v1/chat/completions", "late-user", now - 3600, now - 3300, "conv_expired0000000000")
-    url = app_stack.endpoints()["stream_url"] + "v1/chat/completions?" + sign_query(grant, keys.active, keys.keys[keys.active])
+    url = (
+        app_stack.endpoints()["stream_url"]
+        + "v1/chat/completions?"
+        + sign_query(grant, keys.active, keys.keys[keys.active])
+    )
     status, _, body = post_chat(url)
     assert status == 403 and json.loads(body)["error"]["code"] == "expired"
     assert table_items(app_stack, answer["conversation_id"]) == []
@@ -122,7 +139,9 @@ def test_signway_sdk_urls_stream_through_and_tampered_ones_are_refused(app_stack
     rng = random.Random(7)
     upstream_control(app_stack)
     for round_ in range(6):
-        body = json.dumps({"model": "local-echo-1", "stream": True, "messages": [{"role": "user", "content": _random_text(rng, 12)}]})
+        body = json.dumps(
+            {"model": "local-echo-1", "stream": True, "messages": [{"role": "user", "content": _random_text(rng, 12)}]}
+        )
         headers = {"Content-Type": "application/json"} if round_ % 2 else {}
         signed_body = body if round_ % 3 else None
         url = sign_url(
@@ -152,6 +171,8 @@ def test_signway_sdk_urls_stream_through_and_tampered_ones_are_refused(app_stack
 def test_sw1_proxy_outside_the_allowlist_is_refused(app_stack: LocalStack) -> None:
     endpoints = app_stack.endpoints()
     app = endpoints["sw1_app"]
-    url = sign_url(app["id"], app["secret"], endpoints["stream_url"], "http://169.254.169.254/latest/meta-data/", 60, "GET")
+    url = sign_url(
+        app["id"], app["secret"], endpoints["stream_url"], "http://169.254.169.254/latest/meta-data/", 60, "GET"
+    )
     status, _, body = http("GET", url)
     assert status == 403 and json.loads(body)["error"]["code"] == "invalid_signature"

@@ -35,14 +35,21 @@ def stream_post(url: str, doc: dict) -> tuple[int, list[tuple[float, bytes]]]:
 
 
 def client_for(answer: dict) -> openai.OpenAI:
-    return openai.OpenAI(base_url=answer["base_url"], api_key="not-needed", default_query=answer["query"], max_retries=0)
+    return openai.OpenAI(
+        base_url=answer["base_url"], api_key="not-needed", default_query=answer["query"], max_retries=0
+    )
 
 
 @pytest.mark.parametrize("entry", INDEX, ids=[e["file"] for e in INDEX])
 def test_recorded_streams_reach_the_client_unchanged_and_live(app_stack: LocalStack, entry: dict) -> None:
     upstream_control(app_stack, replay=str(FIXTURES / entry["file"]), delay_ms=15)
     answer = signed_url(app_stack, subject=new_subject(), stateless=True)
-    doc = {"model": "gpt-4o", "stream": True, "stream_options": {"include_usage": True}, "messages": [{"role": "user", "content": "x"}]}
+    doc = {
+        "model": "gpt-4o",
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "x"}],
+    }
     status, arrivals = stream_post(answer["url"], doc)
     assert status == 200
     body = b"".join(chunk for _, chunk in arrivals)
@@ -92,7 +99,9 @@ def test_two_turns_share_history_and_store_one_item_per_message(app_stack: Local
     cid = first["conversation_id"]
     client_for(first).chat.completions.create(model="local-echo-1", messages=[{"role": "user", "content": "turn one"}])
     second = signed_url(app_stack, subject=subject, conversation_id=cid)
-    reply = client_for(second).chat.completions.create(model="local-echo-1", messages=[{"role": "user", "content": "turn two"}])
+    reply = client_for(second).chat.completions.create(
+        model="local-echo-1", messages=[{"role": "user", "content": "turn two"}]
+    )
     assert reply.choices[0].message.content == "Echo (3 messages): turn two"
     sent = upstream_requests(app_stack)[-1]["body"]["messages"]
     assert [m["content"] for m in sent] == ["turn one", "Echo (1 messages): turn one", "turn two"]
@@ -108,7 +117,13 @@ def test_two_turns_share_history_and_store_one_item_per_message(app_stack: Local
     ]
     assert all({"id", "created_at"} <= m.keys() for m in page["data"])
     items = table_items(app_stack, cid)
-    assert sorted(i["sk"]["S"] for i in items) == ["MSG#00000001", "MSG#00000002", "MSG#00000003", "MSG#00000004", "~META"]
+    assert sorted(i["sk"]["S"] for i in items) == [
+        "MSG#00000001",
+        "MSG#00000002",
+        "MSG#00000003",
+        "MSG#00000004",
+        "~META",
+    ]
     meta = next(i for i in items if i["sk"]["S"] == "~META")
     assert meta["message_count"]["N"] == "4" and meta["subject"]["S"] == subject
 
@@ -153,7 +168,12 @@ def test_upstream_429_then_success_is_retried_and_stored_once(app_stack: LocalSt
 def test_persistent_upstream_429_is_a_429_with_retry_after(app_stack: LocalStack) -> None:
     upstream_control(app_stack, faults=[{"status": 429, "retry_after": 7}] * 3)
     answer = signed_url(app_stack, subject=new_subject())
-    status, headers, body = http("POST", answer["url"], json.dumps({"messages": [{"role": "user", "content": "x"}]}).encode(), {"content-type": "application/json"})
+    status, headers, body = http(
+        "POST",
+        answer["url"],
+        json.dumps({"messages": [{"role": "user", "content": "x"}]}).encode(),
+        {"content-type": "application/json"},
+    )
     assert status == 429 and headers["retry-after"] == "7"
     assert json.loads(body)["error"]["code"] == "rate_limited"
     assert table_items(app_stack, answer["conversation_id"]) == []
@@ -162,7 +182,12 @@ def test_persistent_upstream_429_is_a_429_with_retry_after(app_stack: LocalStack
 def test_upstream_500s_become_502(app_stack: LocalStack) -> None:
     upstream_control(app_stack, faults=[{"status": 500}] * 3)
     answer = signed_url(app_stack, subject=new_subject(), stateless=True)
-    status, _, body = http("POST", answer["url"], json.dumps({"messages": [{"role": "user", "content": "x"}]}).encode(), {"content-type": "application/json"})
+    status, _, body = http(
+        "POST",
+        answer["url"],
+        json.dumps({"messages": [{"role": "user", "content": "x"}]}).encode(),
+        {"content-type": "application/json"},
+    )
     assert status == 502 and json.loads(body)["error"]["code"] == "upstream_error"
 
 
@@ -188,7 +213,12 @@ def test_rate_limit_per_subject(app_stack: LocalStack) -> None:
     statuses = []
     for _ in range(21):  # template default: 20 per minute
         answer = signed_url(app_stack, subject=subject, stateless=True)
-        status, headers, body = http("POST", answer["url"], json.dumps({"messages": [{"role": "user", "content": "x"}]}).encode(), {"content-type": "application/json"})
+        status, headers, body = http(
+            "POST",
+            answer["url"],
+            json.dumps({"messages": [{"role": "user", "content": "x"}]}).encode(),
+            {"content-type": "application/json"},
+        )
         statuses.append(status)
     assert statuses[:20] == [200] * 20 or statuses.count(200) >= 19  # a minute boundary may reset the window
     if statuses[-1] == 429:
@@ -209,7 +239,9 @@ def test_rate_limit_per_subject(app_stack: LocalStack) -> None:
         (b"[" * 5000 + b"]" * 5000, "application/json", 400, "body"),
     ],
 )
-def test_bad_chat_requests_are_4xx_naming_the_problem(app_stack: LocalStack, body: bytes, content_type: str, status: int, param: str) -> None:
+def test_bad_chat_requests_are_4xx_naming_the_problem(
+    app_stack: LocalStack, body: bytes, content_type: str, status: int, param: str
+) -> None:
     answer = signed_url(app_stack, subject=new_subject())
     got, _, data = http("POST", answer["url"], body, {"content-type": content_type})
     assert got == status, data

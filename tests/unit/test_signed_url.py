@@ -171,7 +171,9 @@ def test_verification_never_raises_anything_but_our_errors(query: str, method: s
         pass
 
 
-@given(st.dictionaries(st.sampled_from(["sv", "kid", "sub", "cid", "nbf", "exp", "sig", "nonce"]), st.text(max_size=50)))
+@given(
+    st.dictionaries(st.sampled_from(["sv", "kid", "sub", "cid", "nbf", "exp", "sig", "nonce"]), st.text(max_size=50))
+)
 def test_structured_garbage_never_raises_anything_but_our_errors(params: dict[str, str]) -> None:
     try:
         verify(urlencode(params))

@@ -19,8 +19,17 @@ DATA = json.loads(FIXTURE.read_text())
 VECTORS = DATA["vectors"]
 
 
-def run(vector: dict, *, query: str | None = None, method: str | None = None, headers=None, body=None, now=None,
-        allow=("*",), max_body: int = 1 << 20):
+def run(
+    vector: dict,
+    *,
+    query: str | None = None,
+    method: str | None = None,
+    headers=None,
+    body=None,
+    now=None,
+    allow=("*",),
+    max_body: int = 1 << 20,
+):
     request = vector["request"]
     raw_body = (request["body"] if body is None else body) or ""
     data = raw_body.encode() if isinstance(raw_body, str) else raw_body
@@ -179,7 +188,11 @@ def test_leading_plus_and_zeros_in_expires_are_accepted_as_the_server_does() -> 
     assert run(SIGNED_BODY, query=urlencode(params))
 
 
-@given(st.text(max_size=400), st.lists(st.tuples(st.text(max_size=20), st.text(max_size=40)), max_size=5), st.binary(max_size=64))
+@given(
+    st.text(max_size=400),
+    st.lists(st.tuples(st.text(max_size=20), st.text(max_size=40)), max_size=5),
+    st.binary(max_size=64),
+)
 def test_arbitrary_input_never_raises_anything_but_our_errors(query, headers, body) -> None:
     try:
         run(SIGNED_BODY, query=query, headers=headers, body=body)

@@ -1,0 +1,188 @@
+"""`make dev` and `make invoke` as a developer runs them: real subprocesses, signals, event files."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from local.resign import refresh_event
+from local.stack import LocalStack
+from local.upstream import UpstreamServer
+from tests.conftest import ROOT
+from tests.helpers import http, sse_text
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "core" / "python")}
+EXPECTED = {
+    "sign-chat-url.json": ("SignFunction", 200),
+    "sign-conversation-list-url.json": ("SignFunction", 200),
+    "sign-policy-url.json": ("SignFunction", 200),
+    "sign-malformed.json": ("SignFunction", 400),
+    "sign-unknown-field.json": ("SignFunction", 400),
+    "stream-chat-valid.json": ("StreamFunction", 200),
+    "stream-chat-json-valid.json": ("StreamFunction", 200),
+    "stream-list-conversations-valid.json": ("StreamFunction", 200),
+    "stream-list-messages-valid.json": ("StreamFunction", 200),
+    "stream-delete-conversation-valid.json": ("StreamFunction", 200),
+    "stream-chat-expired.json": ("StreamFunction", 403),
+    "stream-chat-tampered.json": ("StreamFunction", 403),
+    "stream-chat-malformed-body.json": ("StreamFunction", 400),
+    "stream-chat-malformed-query.json": ("StreamFunction", 400),
+    "stream-sw1-valid.json": ("StreamFunction", 200),
+    "stream-sw1-tampered.json": ("StreamFunction", 403),
+}
+
+
+def _status_of(stack: LocalStack, function: str, event: bytes) -> int:
+    inv = stack.pools[function].invoke(event)
+    first = inv.events.get(timeout=60)
+    data = b""
+    while True:
+        item = inv.events.get(timeout=60)
+        if hasattr(item, "data"):
+            data += item.data
+            continue
+        break
+    if function == "SignFunction":
+        return int(json.loads(data)["statusCode"])
+    assert first.content_type == "application/vnd.awslambda.http-integration-response"
+    return int(json.loads(data.split(b"\x00" * 8)[0])["statusCode"])
+
+
+def test_every_event_file_is_covered_and_gives_its_scenario(app_stack: LocalStack) -> None:
+    files = sorted(p.name for p in (ROOT / "events").glob("*.json"))
+    assert files == sorted(EXPECTED)
+    secrets = app_stack.secret_values()
+    for name, (function, status) in EXPECTED.items():
+        event = refresh_event((ROOT / "events" / name).read_bytes(), secrets, app_stack.sw1_app["proxy"])
+        assert _status_of(app_stack, function, event) == status, name
+
+
+def test_make_invoke_streams_the_body_to_stdout() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "local", "invoke", "StreamFunction", "events/stream-chat-valid.json"],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.rstrip().endswith(b"data: [DONE]")
+    assert sse_text(result.stdout).startswith("Echo (1 messages): Write a haiku")
+    assert b'"statusCode": 200' in result.stderr  # the prelude goes to stderr, like sam local invoke's logs
+
+
+def test_make_invoke_reports_errors_with_exit_code() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "local", "invoke", "NoSuchFunction", "events/stream-chat-valid.json"],
+        cwd=ROOT,
+        env=ENV,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2 and b"StreamFunction" in result.stderr
+
+
+def _port_open(url: str) -> bool:
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, int(port))) == 0
+
+
+def _start_dev(tmp_path: Path, extra_env: dict[str, str]) -> tuple[subprocess.Popen[bytes], dict]:
+    env = {**ENV, "SIGSTREAM_LOCAL_STATE_DIR": str(tmp_path), **extra_env}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "local", "dev"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    endpoints_file = tmp_path / "endpoints.json"
+    deadline = time.monotonic() + 60
+    while not endpoints_file.exists():
+        assert proc.poll() is None, "make dev exited early"
+        assert time.monotonic() < deadline, "endpoints.json never appeared"
+        time.sleep(0.1)
+    return proc, json.loads(endpoints_file.read_text())
+
+
+def test_make_dev_writes_endpoints_serves_and_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    from tests.helpers import sign as sign_request
+
+    proc, endpoints = _start_dev(tmp_path, {})
+    try:
+        for key in (
+            "sign_url",
+            "stream_url",
+            "web_url",
+            "aws_endpoint_url",
+            "region",
+            "aws_access_key_id",
+            "aws_secret_access_key",
+            "upstream_base_url",
+            "sw1_app",
+        ):
+            assert endpoints[key], key
+        assert set(endpoints["sw1_app"]) == {"id", "secret"}
+        status, _, body = http("GET", endpoints["web_url"])
+        assert status == 200 and b"<html" in body.lower()
+        fake = type("S", (), {"endpoints": lambda self: endpoints})()
+        status, answer = sign_request(fake, {"subject": "dev-user", "stateless": True})  # type: ignore[arg-type]
+        assert status == 200
+        status, _, body = http(
+            "POST",
+            answer["url"],
+            json.dumps({"messages": [{"role": "user", "content": "up?"}]}).encode(),
+            {"content-type": "application/json"},
+        )
+        assert status == 200 and json.loads(body)["choices"][0]["message"]["content"] == "Echo (1 messages): up?"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    urls = [endpoints[k] for k in ("sign_url", "stream_url", "web_url", "aws_endpoint_url")]
+    assert not any(_port_open(u) for u in urls)
+    assert not (tmp_path / "endpoints.json").exists()
+
+
+def test_make_dev_uses_a_real_provider_when_given(tmp_path: Path) -> None:
+    provider = UpstreamServer(api_key="sk-provider-test-key")
+    try:
+        proc, endpoints = _start_dev(
+            tmp_path, {"UPSTREAM_BASE_URL": provider.base_url, "UPSTREAM_API_KEY": "sk-provider-test-key"}
+        )
+        try:
+            assert endpoints["upstream_base_url"] == provider.base_url
+            import boto3
+
+            sm = boto3.client(
+                "secretsmanager",
+                endpoint_url=endpoints["aws_endpoint_url"],
+                region_name=endpoints["region"],
+                aws_access_key_id=endpoints["aws_access_key_id"],
+                aws_secret_access_key=endpoints["aws_secret_access_key"],
+            )
+            arn = next(s["ARN"] for s in sm.list_secrets()["SecretList"] if "ProviderKey" in s["Name"])
+            assert sm.get_secret_value(SecretId=arn)["SecretString"] == "sk-provider-test-key"
+            from tests.helpers import sign as sign_request
+
+            fake = type("S", (), {"endpoints": lambda self: endpoints})()
+            _, answer = sign_request(fake, {"subject": "dev-user", "stateless": True})  # type: ignore[arg-type]
+            status, _, _ = http(
+                "POST",
+                answer["url"],
+                json.dumps({"messages": [{"role": "user", "content": "hi"}]}).encode(),
+                {"content-type": "application/json"},
+            )
+            assert status == 200
+            sent = {k.lower(): v for k, v in provider.control.requests[-1]["headers"].items()}
+            assert sent["authorization"] == "Bearer sk-provider-test-key"
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=30) == 0
+    finally:
+        provider.stop()
