@@ -52,7 +52,7 @@ def _resign_sw1(query: str, event: dict[str, Any], apps_json: str, proxy: str, n
         proxy_url=proxy,
         expiry=int(params.get("X-Sw-Expires", "300")),
         method=event["requestContext"]["http"]["method"],
-        datetime_override=datetime.datetime.fromtimestamp(now, datetime.timezone.utc).replace(tzinfo=None),
+        datetime_override=datetime.datetime.fromtimestamp(now, datetime.UTC).replace(tzinfo=None),
     )
     return url.split("?", 1)[1]
 

@@ -12,6 +12,7 @@ from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Respo
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities import parameters
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
 from sigstream.config import ConfigError, parse_signing_keys
 from sigstream.errors import BadRequestError, NotFoundError, ServiceUnavailableError, SigstreamError
 from sigstream.signed_url import CONVERSATION_PATTERN, MODEL_PATTERN, SUBJECT_PATTERN

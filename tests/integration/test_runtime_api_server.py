@@ -9,11 +9,11 @@ import threading
 import time
 
 import pytest
-from sigstream_runtime.api_client import Invocation as ClientInvocation
-from sigstream_runtime.api_client import RuntimeApiClient, StreamAbortedError
 
 from local.invocation import Invocation, InvocationFailed, ResponseData, ResponseEnd, ResponseStart
 from local.runtime_api import RuntimeApiServer
+from sigstream_runtime.api_client import Invocation as ClientInvocation
+from sigstream_runtime.api_client import RuntimeApiClient, StreamAbortedError
 
 
 class FakeEnvironment:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import random
 import string
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import pytest
@@ -105,7 +105,7 @@ def test_tampered_and_expired_urls_are_refused_and_nothing_is_stored(app_stack: 
     keys = parse_signing_keys(
         app_stack.moto.client("secretsmanager").get_secret_value(SecretId=keys_arn)["SecretString"]
     )
-    now = int(datetime.now(timezone.utc).timestamp())
+    now = int(datetime.now(UTC).timestamp())
     grant = Grant("POST", "/v1/chat/completions", "late-user", now - 3600, now - 3300, "conv_expired0000000000")
     url = (
         app_stack.endpoints()["stream_url"]
@@ -153,7 +153,7 @@ def test_signway_sdk_urls_stream_through_and_tampered_ones_are_refused(app_stack
             method="POST",
             headers=dict(headers),
             body=signed_body,
-            datetime_override=datetime.utcnow() - timedelta(seconds=rng.randint(0, 20)),  # noqa: DTZ003 - the SDK wants naive UTC
+            datetime_override=datetime.utcnow() - timedelta(seconds=rng.randint(0, 20)),
         )
         send_headers = {"content-type": "application/json", **headers}
         status, response_headers, data = http("POST", url, body.encode(), send_headers)

@@ -14,7 +14,6 @@ from sigstream.routes import match_route
 from sigstream.secret_cache import SecretCache
 from sigstream.signed_url import verify_query
 from sigstream.sw1 import is_sw1_query
-
 from stream_app import conversations
 from stream_app.chat import ChatDeps, chat_turn
 from stream_app.http_io import HttpResult, Request, error_result, parse_event

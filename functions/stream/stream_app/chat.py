@@ -16,7 +16,6 @@ from sigstream.history_window import select_window
 from sigstream.reply import Reply
 from sigstream.signed_url import Grant
 from sigstream.sse import DONE, SseEvent, SseParser, error_event
-
 from stream_app.http_io import SSE_HEADERS, HttpResult, Request, json_result
 from stream_app.observability import logger, record
 from stream_app.upstream import Upstream, iter_raw, map_error

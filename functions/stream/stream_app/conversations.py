@@ -5,7 +5,6 @@ from __future__ import annotations
 from sigstream.errors import BadRequestError
 from sigstream.history_store import HistoryStore
 from sigstream.signed_url import CONVERSATION_PATTERN, Grant
-
 from stream_app.http_io import HttpResult, Request, json_result
 
 

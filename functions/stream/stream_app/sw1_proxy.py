@@ -7,7 +7,6 @@ from typing import Any
 
 from sigstream.errors import UpstreamError
 from sigstream.sw1 import Sw1App, verify_sw1
-
 from stream_app.http_io import HttpResult, Request
 from stream_app.upstream import map_error
 
