@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The local stack imports the core layer, exactly as the functions get it from /opt/python.
 LOCAL := PYTHONPATH=$(CURDIR)/layers/core/python $(PY)
 
-.PHONY: dev test lint typecheck unit invoke bench clean
+.PHONY: dev test lint typecheck invoke sign bench clean
 
 $(STAMP): requirements/dev.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -32,6 +32,10 @@ test: lint typecheck
 invoke: $(STAMP)
 	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=<LogicalId> EVENT=events/<file>.json"; exit 2; }
 	@$(LOCAL) -m local invoke $(FN) $(EVENT)
+
+sign: $(STAMP)
+	@test -n "$(SUBJECT)" || { echo "usage: make sign SUBJECT=<user> [ARGS='--stateless --model gpt-4o-mini']"; exit 2; }
+	@$(LOCAL) -m local sign $(SUBJECT) $(ARGS)
 
 bench: $(STAMP)
 	$(LOCAL) -m bench

@@ -50,6 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     inv = sub.add_parser("invoke", help="invoke one function with an event file, like `sam local invoke`")
     inv.add_argument("function", help="logical id in template.yaml, e.g. StreamFunction")
     inv.add_argument("event", type=Path, help="event JSON file, e.g. events/stream-chat.json")
+    sub.add_parser("sign", help="print a signed Stream URL (see --help)", add_help=False)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sign"]:
+        from local.sign_cli import main as sign_main
+
+        return sign_main(argv[1:], ROOT)
     args = parser.parse_args(argv)
     if args.command == "dev":
         return run_dev()

@@ -176,3 +176,30 @@ def test_sw1_proxy_outside_the_allowlist_is_refused(app_stack: LocalStack) -> No
     )
     status, _, body = http("GET", url)
     assert status == 403 and json.loads(body)["error"]["code"] == "invalid_signature"
+
+
+def test_sign_cli_prints_a_url_the_stream_function_accepts(app_stack: LocalStack) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT / "layers" / "core" / "python"),
+        "SIGSTREAM_SIGNING_KEYS": app_stack.secret_values()["signing-keys"],
+        "SIGSTREAM_STREAM_URL": app_stack.endpoints()["stream_url"],
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "local", "sign", new_subject(), "--stateless", "--model", "local-echo-1"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    answer = json.loads(result.stdout)
+    assert answer["query"]["models"] == "local-echo-1" and answer["conversation_id"] is None
+    status, _, body = post_chat(answer["url"])
+    assert status == 200, body
