@@ -5,6 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # The local stack imports the core layer, exactly as the functions get it from /opt/python.
 LOCAL := PYTHONPATH=$(CURDIR)/layers/core/python $(PY)
+BENCHPATH := PYTHONPATH=$(CURDIR)/layers/core/python:$(CURDIR)/functions/stream $(PY)
 
 .PHONY: dev test lint typecheck invoke sign bench clean
 
@@ -38,7 +39,7 @@ sign: $(STAMP)
 	@$(LOCAL) -m local sign $(SUBJECT) $(ARGS)
 
 bench: $(STAMP)
-	$(LOCAL) -m bench
+	$(BENCHPATH) -m bench
 
 clean:
 	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache

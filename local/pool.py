@@ -76,6 +76,7 @@ class Environment:
         self.running: dict[str, Invocation] = {}
         self.expired: set[str] = set()
         self.ready = False  # has called /next at least once
+        self.returning = 0  # answered invocations whose worker has not yet come back to /next
         self.stopped = False
         self.init_error: InvocationFailed | None = None
         self.server = RuntimeApiServer(self)
@@ -99,9 +100,8 @@ class Environment:
 
     def next_invocation(self) -> Invocation | None:
         """Block in /next until work arrives; the timeout clock starts when it is handed out."""
-        if not self.ready:
-            self.ready = True
-            self.pool.environment_ready(self)
+        self.ready = True
+        self.pool.worker_back(self)
         inv = self.pool.take(self)
         if inv is not None:
             inv.begin(self)
@@ -110,8 +110,9 @@ class Environment:
         return inv
 
     def finished(self, inv: Invocation) -> None:
-        """The runtime answered this invocation."""
-        self.running.pop(inv.request_id, None)
+        """The runtime answered this invocation; its worker is about to ask for the next one."""
+        if self.running.pop(inv.request_id, None) is not None:
+            self.pool.worker_returning(self)
 
     def init_failed(self, error_type: str, body: bytes) -> None:
         """POST /runtime/init/error: the environment will exit; queued work gets the error."""
@@ -166,7 +167,10 @@ class FunctionPool:
             self.invocations += 1
             self._queue.append(inv)
             starting = self.slots * sum(1 for e in self.environments if not e.ready and not e.stopped)
-            if len(self._queue) > self._waiting + starting and len(self.environments) < self.max_environments:
+            # Like Lambda, an environment that just answered is reused rather than a new one started.
+            returning = sum(e.returning for e in self.environments if not e.stopped)
+            supply = self._waiting + starting + returning
+            if len(self._queue) > supply and len(self.environments) < self.max_environments:
                 self.environments.append(Environment(self))
             self._cond.notify()
         return inv
@@ -194,8 +198,15 @@ class FunctionPool:
         with self._cond:
             self._cond.notify_all()
 
-    def environment_ready(self, env: Environment) -> None:
-        """First /next of an environment: init is over."""
+    def worker_returning(self, env: Environment) -> None:
+        """A worker answered and will call /next again."""
+        with self._cond:
+            env.returning += 1
+
+    def worker_back(self, env: Environment) -> None:
+        """A worker is in /next again."""
+        with self._cond:
+            env.returning = max(env.returning - 1, 0)
 
     def watch_deadline(self, env: Environment, inv: Invocation) -> None:
         """Enforce the function timeout: past the deadline the environment is killed."""
@@ -235,6 +246,13 @@ class FunctionPool:
             pending, self._queue = list(self._queue), collections.deque()
         for inv in pending:
             inv.emit(failure)
+
+    def recycle(self) -> None:
+        """Stop every environment, so the next invocation is a cold start (benchmarks)."""
+        with self._cond:
+            envs, self.environments = list(self.environments), []
+        for env in envs:
+            env.kill()
 
     def close(self) -> None:
         """Stop every environment."""

@@ -80,6 +80,7 @@ class RuntimeApiServer(QuietThreadingHTTPServer):
 
 class _RuntimeApiHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms delayed-ACK stall
     server: RuntimeApiServer
 
     def log_message(self, format: str, *args: object) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from local.aws import ACCESS_KEY, REGION, SECRET_KEY, MotoServer, create_resources, free_port
+from local.aws_proxy import AwsProxy
 from local.function_url import FunctionUrlServer
 from local.pool import ACCOUNT_ID, FunctionPool
 from local.template import FUNCTION_TYPE, Resolver, function_specs, load_template, parameter_defaults
@@ -34,6 +35,7 @@ class StackOptions:
     log_dir: Path | None = None
     web_dir: Path | None = None
     function_urls: bool = True
+    aws_proxy: bool = False  # put a counting / fault-injecting proxy between functions and moto
 
 
 class FunctionLogs:
@@ -67,6 +69,7 @@ class LocalStack:
         self.logs = FunctionLogs(options.log_stream, options.log_dir)
         self.upstream: UpstreamServer | None = None
         self.moto: MotoServer | None = None
+        self.aws_proxy: AwsProxy | None = None
         self.pools: dict[str, FunctionPool] = {}
         self.urls: dict[str, FunctionUrlServer] = {}
         self.web: WebServer | None = None
@@ -123,8 +126,12 @@ class LocalStack:
             elif res.get("Type") == "AWS::Serverless::LayerVersion":
                 resolver.refs[logical_id] = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:layer:{logical_id}:1"
         credentials = {ACCESS_KEY: SECRET_KEY}
+        aws_env = self.moto.client_env()
+        if opts.aws_proxy:
+            self.aws_proxy = AwsProxy(self.moto.port)
+            aws_env["AWS_ENDPOINT_URL"] = self.aws_proxy.endpoint
         for logical_id, spec in function_specs(self.template, resolver, opts.root).items():
-            pool = FunctionPool(spec, self.moto.client_env(), REGION, self.logs)
+            pool = FunctionPool(spec, aws_env, REGION, self.logs)
             self.pools[logical_id] = pool
             if logical_id in ports and opts.function_urls:
                 server = FunctionUrlServer(pool, credentials, ports[logical_id])
@@ -166,6 +173,8 @@ class LocalStack:
             pool.close()
         if self.web:
             self.web.stop()
+        if self.aws_proxy:
+            self.aws_proxy.stop()
         if self.moto:
             self.moto.stop()
         if self.upstream:

@@ -219,4 +219,8 @@ class _Turn:
         except SigstreamError as exc:
             # The transaction is all-or-nothing: nothing half-written; the loss is logged and counted.
             record("HistoryWriteFailures", 1)
-            logger.error("could not store the turn", extra={"error": exc.code, "conversation_id": self.conversation.id})
+            cause = getattr(exc.__cause__, "code", type(exc.__cause__).__name__)
+            logger.error(
+                "could not store the turn",
+                extra={"error": exc.code, "cause": cause, "conversation_id": self.conversation.id},
+            )

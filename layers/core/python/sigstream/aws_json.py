@@ -144,17 +144,22 @@ class AwsJsonClient:
         for attempt in range(1, self.max_attempts + 1):
             try:
                 status, data = self._send(operation, body)
-                doc = json.loads(data or b"{}")
-                if status == 200:
-                    return doc  # type: ignore[no-any-return]
+                try:
+                    doc = json.loads(data or b"{}")
+                except ValueError:
+                    doc = None
+                if status == 200 and isinstance(doc, dict):
+                    return doc
+                if not isinstance(doc, dict):  # e.g. a proxy's or an overloaded server's HTML/empty 5xx
+                    raise AwsServiceError(
+                        "MalformedResponse", f"HTTP {status} without a JSON body", status if status != 200 else 500
+                    )
                 code = str(doc.get("__type", "UnknownError")).rsplit("#", 1)[-1]
                 message = str(doc.get("message") or doc.get("Message") or "")
                 raise AwsServiceError(code, message, status, doc)
             except AwsServiceError as exc:
                 if not exc.retryable or attempt == self.max_attempts:
                     raise
-            except ValueError as exc:
-                raise AwsServiceError("MalformedResponse", str(exc), 500) from exc
             self._sleep(random.uniform(0, 0.05 * 2**attempt))  # noqa: S311 - jitter, not crypto
         raise AssertionError("unreachable")
 

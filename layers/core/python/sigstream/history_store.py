@@ -8,6 +8,7 @@ Listing by subject goes through GSI1 (`SUB#<subject>`, `<updated>#<id>`). See do
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import time
 import uuid
@@ -221,7 +222,9 @@ class HistoryStore:
                     }
                 }
             )
-        self.client.call("TransactWriteItems", {"TransactItems": [meta_update, *puts]})
+        # The token makes a retried commit (after a lost response) succeed instead of writing twice.
+        token = hashlib.sha256(f"{pk}:{first}:{puts[0]['Put']['Item']['id']['S']}".encode()).hexdigest()[:36]
+        self.client.call("TransactWriteItems", {"TransactItems": [meta_update, *puts], "ClientRequestToken": token})
 
     def list_conversations(self, subject: str, limit: int, cursor: str | None) -> dict[str, Any]:
         """The subject's conversations, newest first."""

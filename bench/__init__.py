@@ -1,0 +1,1 @@
+"""`make bench`: benchmarks measured against baselines run in the same invocation."""

@@ -1,0 +1,124 @@
+"""`make bench`: run every benchmark against its same-run baseline; write docs/benchmarks.md and a plot."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench import gateway, runtime, signing
+from bench.harness import ROOT
+from bench.report import render
+from bench.stats import median
+from local.stack import LocalStack, StackOptions
+
+
+def machine() -> str:
+    """What ran it."""
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem = (
+        int(
+            next(
+                line.split()[1]
+                for line in Path("/proc/meminfo").read_text().splitlines()
+                if line.startswith("MemTotal")
+            )
+        )
+        // 1024
+    )
+    return f"{os.cpu_count()} x {cpu}, {mem} MB RAM, Linux {platform.release()}, Python {platform.python_version()} (functions run on the same interpreter)"
+
+
+def plot(cold: list[float], warm: list[float], path: Path) -> None:
+    """Time-to-first-byte distributions, cold vs warm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=110)
+    ax.boxplot([[c * 1000 for c in cold], [w * 1000 for w in warm]], vert=False, widths=0.5)
+    ax.set_yticks([1, 2], ["cold start\n(fresh process)", "warm\n(50 concurrent)"])
+    ax.set_xscale("log")
+    ax.set_xlabel("time to first byte at the client (ms, log scale)")
+    ax.set_title(f"Stream function TTFB: cold p50 {median(cold) * 1000:.0f} ms, warm p50 {median(warm) * 1000:.0f} ms")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main() -> int:
+    """Run, then write the report."""
+    parser = argparse.ArgumentParser(prog="make bench")
+    parser.add_argument(
+        "--quick", action="store_true", help="tiny sample sizes (checks the suite runs; numbers meaningless)"
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where benchmarks.md and the plot go")
+    args = parser.parse_args()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    run_id = f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit or 'unknown'}{' + local changes' if dirty else ''}"
+    stack = LocalStack(
+        StackOptions(root=ROOT, template=ROOT / "template.yaml", log_dir=ROOT / ".local" / "bench-logs", aws_proxy=True)
+    )
+    started = time.time()
+    try:
+        stack.start()
+        signer = gateway.Signer(stack)
+        sections = []
+        for name, step in [
+            ("runtime", lambda: runtime.run(stack, args.quick)),
+            ("signing", lambda: signing.run(args.quick)),
+            ("cold start", lambda: gateway.cold_start(stack, signer, args.quick)),
+            ("warm ttfb", lambda: gateway.warm_ttfb(stack, signer, args.quick)),
+            ("per chunk", lambda: gateway.per_chunk_and_memory(stack, signer, args.quick)),
+            ("concurrency", lambda: gateway.concurrency(stack, signer, args.quick)),
+            ("cost", lambda: gateway.cost(stack, signer, args.quick)),
+        ]:
+            print(f"bench: {name}...", file=sys.stderr, flush=True)
+            result = step()
+            if isinstance(result, tuple):
+                section, series = result
+                if name == "cold start":
+                    cold = series
+                else:
+                    warm = series
+            else:
+                section = result
+            sections.append(section)
+    finally:
+        stack.stop()
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot(cold, warm, args.out / "bench-ttfb.png")
+    header = "\n".join(
+        [
+            "# Benchmarks",
+            "",
+            f"Produced by `make bench` ({'--quick, not for reading' if args.quick else 'full run'}) on {run_id}; "
+            f"took {time.time() - started:.0f} s. Every ratio compares against a baseline measured in the same run. "
+            "Machine: "
+            + machine()
+            + ". This machine is shared and noisy: read medians and ratios, not single numbers.",
+            "",
+            "![time to first byte, cold vs warm](bench-ttfb.png)",
+        ]
+    )
+    (args.out / "benchmarks.md").write_text(render(sections, header))
+    print((args.out / "benchmarks.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
