@@ -79,7 +79,7 @@ def http_first_byte(url: str, body: bytes) -> tuple[float, float, bytes]:
 def cold_start(stack: LocalStack, signer: Signer, quick: bool) -> tuple[Section, list[float]]:
     """Fresh process to first body byte: Stream function vs the tutorial-style reference handler."""
     reps = 3 if quick else 12
-    stream_pool, stream_url = stack.pools["StreamFunction"], stack.urls["StreamFunction"].url
+    stream_pool = stack.pools["StreamFunction"]
     reference = variant(
         stack,
         "StreamFunction",
@@ -357,7 +357,7 @@ def concurrency(stack: LocalStack, signer: Signer, quick: bool) -> tuple[Section
         answers = [signer.url() for _ in range(n)]
         barrier = threading.Barrier(n)
 
-        def one(answer: dict[str, Any]) -> tuple[float, bool, str]:
+        def one(answer: dict[str, Any], barrier: threading.Barrier = barrier) -> tuple[float, bool, str]:
             barrier.wait()
             ttfb, _, data = http_first_byte(answer["url"], body)
             return ttfb, data.endswith(b"data: [DONE]\n\n"), answer["conversation_id"]

@@ -14,7 +14,7 @@ def median(values: Sequence[float]) -> float:
 def p95(values: Sequence[float]) -> float:
     """The 95th percentile (nearest rank)."""
     ordered = sorted(values)
-    return ordered[max(int(round(0.95 * len(ordered))) - 1, 0)]
+    return ordered[max(round(0.95 * len(ordered)) - 1, 0)]
 
 
 def ms(seconds: float) -> str:
