@@ -42,7 +42,6 @@ class StreamApp:
         self.chat = ChatDeps(
             settings, store, upstream, lambda: secrets.get(settings.provider_key_secret).strip(), clock, self.pool
         )
-        self._http: Any = None
 
     def handle(self, event: Any) -> HttpResult:
         """One request, to a result; every failure becomes an OpenAI-shaped JSON error."""
@@ -85,16 +84,6 @@ class StreamApp:
             return conversations.list_messages(request, grant, self.store, route.conversation_id or "")
         return conversations.delete_conversation(grant, self.store, route.conversation_id or "")
 
-    def _http_client(self) -> Any:
-        if self._http is None:
-            import openai  # its HTTP client: same transport, timeouts and proxies as the chat path
-
-            timeout = openai.Timeout(
-                self.settings.upstream_timeout_seconds, connect=self.settings.upstream_connect_timeout_seconds
-            )
-            self._http = openai.DefaultHttpxClient(timeout=timeout, follow_redirects=False)
-        return self._http
-
     def _sw1(self, request: Request) -> HttpResult:
         apps = parse_sw1_apps(self.secrets.get(self.settings.sw1_apps_secret)) if self.settings.sw1_apps_secret else {}
         return sw1_proxy(
@@ -104,7 +93,7 @@ class StreamApp:
             max_body=self.settings.max_body_bytes,
             timeout=self.settings.upstream_timeout_seconds,
             connect_timeout=self.settings.upstream_connect_timeout_seconds,
-            http_client=self._http_client,
+            http_client=self.upstream.http_client,
         )
 
 

@@ -73,12 +73,11 @@ def chat_turn(request: Request, grant: Grant, deps: ChatDeps) -> HttpResult:
         _moderate(deps, key, chat)
     params = {**chat.params, "messages": window + chat.messages}
     started = deps.clock()
-    manager = deps.upstream.open_chat(key, params)
     try:
-        response = manager.__enter__()  # sends the request; the SDK retries 429/5xx here
+        response = deps.upstream.open_chat(key, params)  # the SDK retries 429/5xx here
     except Exception as exc:
         raise map_error(exc) from exc
-    turn = _Turn(deps, chat, conversation, started, manager)
+    turn = _Turn(deps, chat, conversation, started, response)
     if not chat.stream:
         return turn.whole(response)
     chunks = iter_raw(response)
@@ -105,13 +104,13 @@ class _Turn:
     """Streams one reply and stores it exactly once, complete or not."""
 
     def __init__(
-        self, deps: ChatDeps, chat: ChatRequest, conversation: Conversation | None, started: float, manager: Any
+        self, deps: ChatDeps, chat: ChatRequest, conversation: Conversation | None, started: float, response: Any
     ) -> None:
         self.deps = deps
         self.chat = chat
         self.conversation = conversation
         self.started = started
-        self.manager = manager
+        self.response = response
         self.reply = Reply()
         self.parser = SseParser()
         self.first_token_at: float | None = None
@@ -125,7 +124,7 @@ class _Turn:
         except Exception as exc:
             raise map_error(exc) from exc
         finally:
-            self.manager.__exit__(None, None, None)
+            self.response.close()
         self._store("complete")
         return json_result(200, doc)
 
@@ -156,9 +155,9 @@ class _Turn:
                 if out:
                     return out
         except Exception as exc:
-            self.manager.__exit__(None, None, None)
+            self.response.close()
             raise map_error(exc) from exc
-        self.manager.__exit__(None, None, None)
+        self.response.close()
         raise UpstreamError("the provider closed the stream without an answer")
 
     def stream(self, first: list[bytes], chunks: Iterator[bytes]) -> Iterator[bytes]:
@@ -189,7 +188,7 @@ class _Turn:
             logger.warning("upstream failed mid-stream", extra={"kind": error.code})
             yield error_event(error.code, error.message) + DONE
         finally:
-            self.manager.__exit__(None, None, None)
+            self.response.close()
             self._store(status)
 
     def _store(self, status: str) -> None:

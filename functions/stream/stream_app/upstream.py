@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from typing import Any
 
 from sigstream.errors import (
@@ -51,7 +50,7 @@ def map_error(exc: BaseException) -> SigstreamError:
 
 
 class Upstream:
-    """One OpenAI client per provider key (keys rotate through the secret cache)."""
+    """One OpenAI client per provider key (keys rotate through the secret cache), on a stdlib transport."""
 
     def __init__(self, base_url: str, timeout: float, connect_timeout: float, max_retries: int) -> None:
         self.base_url = base_url
@@ -59,32 +58,49 @@ class Upstream:
         self.connect_timeout = connect_timeout
         self.max_retries = max_retries
         self._clients: dict[str, Any] = {}
+        self._http: Any = None
         self._lock = threading.Lock()
+
+    def http_client(self) -> Any:
+        """The SDK's HTTP client (also used by SW1 pass-through), created once."""
+        with self._lock:
+            if self._http is None:
+                import openai
+
+                from stream_app.stdlib_transport import StdlibTransport
+
+                self._http = openai.DefaultHttpxClient(
+                    transport=StdlibTransport(),
+                    # The read timeout is the idle timeout between streamed chunks.
+                    timeout=openai.Timeout(self.timeout, connect=self.connect_timeout),
+                    follow_redirects=False,
+                )
+            return self._http
 
     def client(self, api_key: str) -> Any:
         """The SDK client for this key (created once)."""
+        http_client = self.http_client()
         with self._lock:
             if api_key not in self._clients:
                 import openai
 
                 self._clients = {
                     api_key: openai.OpenAI(
-                        api_key=api_key,
-                        base_url=self.base_url,
-                        max_retries=self.max_retries,
-                        # The read timeout is the idle timeout between streamed chunks.
-                        timeout=openai.Timeout(self.timeout, connect=self.connect_timeout),
+                        api_key=api_key, base_url=self.base_url, max_retries=self.max_retries, http_client=http_client
                     )
                 }
             return self._clients[api_key]
 
-    def open_chat(self, api_key: str, params: dict[str, Any]) -> AbstractContextManager[Any]:
-        """A not-yet-entered raw streaming response for POST /chat/completions."""
-        body = dict(params)
-        model, messages = body.pop("model"), body.pop("messages")
-        return self.client(api_key).chat.completions.with_streaming_response.create(  # type: ignore[no-any-return]
-            model=model, messages=messages, extra_body=body
-        )
+    def open_chat(self, api_key: str, params: dict[str, Any]) -> Any:
+        """POST /chat/completions; returns the raw streaming response once its status is a success.
+
+        The body goes as JSON unchanged (no SDK model transform: it costs a millisecond per request and
+        would drop provider-specific fields). The SDK still retries 429/5xx with backoff before this returns.
+        """
+        import httpx2
+
+        client = self.client(api_key)
+        return client.post("/chat/completions", cast_to=httpx2.Response, body=params, stream=True)
 
     def moderate(self, api_key: str, text: str) -> bool:
         """Whether the provider's moderation endpoint flags the text."""

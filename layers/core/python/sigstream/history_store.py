@@ -208,11 +208,13 @@ class HistoryStore:
                 "ExpressionAttributeValues": {k: to_attr(v) for k, v in updates.items()},
             }
         }
-        puts = []
+        puts: list[dict[str, Any]] = []
+        ids: list[str] = []
         for offset, message in enumerate(messages, start=1):
             doc = {"pk": pk, "sk": f"MSG#{first + offset:08d}", "expires_at": expires, **message}
             doc.setdefault("id", "msg_" + uuid.uuid4().hex[:24])
             doc.setdefault("created_at", int(now))
+            ids.append(str(doc["id"]))
             puts.append(
                 {
                     "Put": {
@@ -223,7 +225,7 @@ class HistoryStore:
                 }
             )
         # The token makes a retried commit (after a lost response) succeed instead of writing twice.
-        token = hashlib.sha256(f"{pk}:{first}:{puts[0]['Put']['Item']['id']['S']}".encode()).hexdigest()[:36]
+        token = hashlib.sha256(f"{pk}:{first}:{ids[0]}".encode()).hexdigest()[:36]
         self.client.call("TransactWriteItems", {"TransactItems": [meta_update, *puts], "ClientRequestToken": token})
 
     def list_conversations(self, subject: str, limit: int, cursor: str | None) -> dict[str, Any]:

@@ -49,6 +49,8 @@ class SseParser:
 
 
 def _event_end(buffer: bytes) -> tuple[int, int]:
+    if b"\r" not in buffer:  # the common case: LF-only streams
+        return buffer.find(b"\n\n"), 2
     best, length = -1, 0
     for sep in (b"\n\n", b"\r\n\r\n", b"\r\r"):
         index = buffer.find(sep)
@@ -58,6 +60,8 @@ def _event_end(buffer: bytes) -> tuple[int, int]:
 
 
 def _parse_event(raw: bytes) -> SseEvent | None:
+    if raw.startswith(b"data: ") and raw.count(b"\n") == 2 and raw.endswith(b"\n\n"):
+        return SseEvent(raw[6:-2].decode("utf-8", "replace"), raw)  # one-line event: no splitting needed
     lines = raw.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n").split("\n")
     data = [line[5:].removeprefix(" ") for line in lines if line.startswith("data:")]
     return SseEvent("\n".join(data), raw) if data else None
