@@ -72,7 +72,12 @@ class StdlibTransport(httpx2.BaseTransport):
             conn.sock.settimeout(timeout.get("read"))
             target = url.raw_path.decode("ascii")
             body = request.read()
-            headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
+            # identity encoding: the bytes are relayed to the client as they are, never recompressed
+            headers = [
+                (k.decode("latin-1"), v.decode("latin-1"))
+                for k, v in request.headers.raw
+                if k.lower() != b"accept-encoding"
+            ]
             conn.putrequest(request.method, target, skip_host=True, skip_accept_encoding=True)
             for name, value in headers:
                 conn.putheader(name, value)
