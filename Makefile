@@ -3,11 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+TOOLS := .venv-tools
+TOOLS_STAMP := $(TOOLS)/.installed
 # The local stack imports the core layer, exactly as the functions get it from /opt/python.
 LOCAL := PYTHONPATH=$(CURDIR)/layers/core/python $(PY)
 BENCHPATH := PYTHONPATH=$(CURDIR)/layers/core/python:$(CURDIR)/functions/stream $(PY)
 
-.PHONY: dev test lint typecheck invoke sign bench clean
+.PHONY: dev test lint typecheck invoke sign bench build clean
 
 $(STAMP): requirements/dev.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -15,6 +17,13 @@ $(STAMP): requirements/dev.txt
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements/dev.txt
 	@touch $(STAMP)
+
+# SAM CLI, cfn-lint, actionlint and scanners pin their own dependencies: they get their own venv.
+$(TOOLS_STAMP): requirements/tools.txt
+	@test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --upgrade pip
+	$(TOOLS)/bin/python -m pip install --quiet -r requirements/tools.txt
+	@touch $(TOOLS_STAMP)
 
 dev: $(STAMP)
 	$(LOCAL) -m local dev
@@ -27,7 +36,7 @@ typecheck: $(STAMP)
 	$(PY) -m mypy --strict layers/streaming-runtime/python
 	MYPYPATH=layers/core/python $(PY) -m mypy --strict -p sigstream
 
-test: lint typecheck
+test: lint typecheck $(TOOLS_STAMP)
 	$(PY) -m pytest
 
 invoke: $(STAMP)
@@ -41,5 +50,8 @@ sign: $(STAMP)
 bench: $(STAMP)
 	$(BENCHPATH) -m bench
 
+build: $(TOOLS_STAMP)
+	$(TOOLS)/bin/sam build --cached
+
 clean:
-	rm -rf $(VENV) .local .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .aws-sam .local .pytest_cache .mypy_cache .ruff_cache
