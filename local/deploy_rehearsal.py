@@ -24,7 +24,7 @@ from local.pool import ACCOUNT_ID
 from local.template import load_template
 
 # Resource types moto's CloudFormation cannot create (checked by tests/integration/test_template.py).
-MOTO_UNSUPPORTED = {"AWS::Lambda::Url", "AWS::SecretsManager::Secret"}
+MOTO_UNSUPPORTED = {"AWS::Lambda::Url", "AWS::Lambda::Alias", "AWS::SecretsManager::Secret"}
 
 
 @dataclass
@@ -72,7 +72,7 @@ def rehearse(built: Path, moto: MotoServer, stack_name: str = "sigstream-rehears
     skipped = {k: v["Type"] for k, v in translated["Resources"].items() if v["Type"] in MOTO_UNSUPPORTED}
     body = json.loads(json.dumps(translated))
     for logical_id, kind in skipped.items():
-        if kind == "AWS::Lambda::Url":  # moto crashes validating outputs that read its attributes
+        if kind in ("AWS::Lambda::Url", "AWS::Lambda::Alias"):  # moto crashes on outputs/refs that read them
             body["Resources"].pop(logical_id)
     text = json.dumps(body)
     for logical_id in [k for k, v in skipped.items() if v == "AWS::Lambda::Url"]:

@@ -94,7 +94,7 @@ def _of_type(cfn: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
 def test_function_urls(translated: dict[str, Any]) -> None:
     urls = _of_type(translated, "AWS::Lambda::Url")
     stream = next(p for p in urls.values() if p["TargetFunctionArn"] == {"Ref": "StreamFunction"})
-    sign = next(p for p in urls.values() if p["TargetFunctionArn"] == {"Ref": "SignFunction"})
+    sign = next(p for p in urls.values() if p["TargetFunctionArn"] == {"Ref": "SignFunctionAliaslive"})
     assert stream["AuthType"] == "NONE" and stream["InvokeMode"] == "RESPONSE_STREAM"
     assert stream["Cors"]["AllowOrigins"] == {"Ref": "AllowedOrigins"}
     assert sign["AuthType"] == "AWS_IAM" and sign.get("InvokeMode", "BUFFERED") == "BUFFERED"
