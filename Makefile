@@ -9,7 +9,7 @@ TOOLS_STAMP := $(TOOLS)/.installed
 LOCAL := PYTHONPATH=$(CURDIR)/layers/core/python $(PY)
 BENCHPATH := PYTHONPATH=$(CURDIR)/layers/core/python:$(CURDIR)/functions/stream $(PY)
 
-.PHONY: dev test lint typecheck invoke sign bench build clean
+.PHONY: dev test lint typecheck invoke sign bench screenshots build clean
 
 $(STAMP): requirements/dev.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -49,6 +49,9 @@ sign: $(STAMP)
 
 bench: $(STAMP)
 	$(BENCHPATH) -m bench
+
+screenshots: $(STAMP)
+	SIGSTREAM_SCREENSHOT_DIR=$(CURDIR)/docs/screenshots $(PY) -m pytest tests/browser -q
 
 build: $(TOOLS_STAMP)
 	$(TOOLS)/bin/sam build --cached

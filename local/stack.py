@@ -181,11 +181,20 @@ class LocalStack:
             self.upstream.stop()
 
 
+def parse_overrides(text: str) -> dict[str, str]:
+    """`Name=value Name2=value2`, as `sam deploy --parameter-overrides` takes them."""
+    pairs = [item.split("=", 1) for item in text.split()]
+    if any(len(p) != 2 or not p[0] for p in pairs):
+        raise ValueError(f"parameter overrides must be Name=value pairs: {text!r}")
+    return dict(pairs)  # type: ignore[arg-type]
+
+
 def options_from_env(root: Path, log_stream: TextIO | None = sys.stdout) -> StackOptions:
-    """Options for `make dev`, honouring UPSTREAM_BASE_URL / UPSTREAM_API_KEY."""
+    """Options for `make dev`: UPSTREAM_BASE_URL / UPSTREAM_API_KEY, SIGSTREAM_PARAMETER_OVERRIDES."""
     return StackOptions(
         root=root,
         template=root / "template.yaml",
+        parameters=parse_overrides(os.environ.get("SIGSTREAM_PARAMETER_OVERRIDES", "")),
         upstream_base_url=os.environ.get("UPSTREAM_BASE_URL") or None,
         upstream_api_key=os.environ.get("UPSTREAM_API_KEY") or None,
         log_stream=log_stream,

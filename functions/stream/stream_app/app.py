@@ -74,6 +74,7 @@ class StreamApp:
             keys=keys,
             now=self.clock(),
             max_lifetime=self.settings.max_url_lifetime,
+            skew=self.settings.url_clock_skew_seconds,
         )
         logger.append_keys(subject=grant.subject, conversation_id=grant.conversation_id)
         if route.name == "chat":

@@ -40,6 +40,7 @@ class StreamSettings:
     upstream_base_url: str
     default_model: str
     max_url_lifetime: int
+    url_clock_skew_seconds: int
     rate_limit_per_minute: int
     daily_token_budget: int
     history_max_messages: int
@@ -68,6 +69,7 @@ class StreamSettings:
             upstream_base_url=_get(env, "UPSTREAM_BASE_URL").rstrip("/"),
             default_model=_get(env, "DEFAULT_MODEL", "gpt-4o-mini"),
             max_url_lifetime=_int(env, "MAX_URL_LIFETIME", 3600),
+            url_clock_skew_seconds=_int(env, "URL_CLOCK_SKEW_SECONDS", 30),
             rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 20),
             daily_token_budget=_int(env, "DAILY_TOKEN_BUDGET", 0),
             history_max_messages=_int(env, "HISTORY_MAX_MESSAGES", 20),
