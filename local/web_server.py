@@ -18,7 +18,7 @@ COOKIE = "sigstream_demo_user"
 class _WebHandler(SimpleHTTPRequestHandler):
     server: WebServer
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: object) -> None:
         """Quiet."""
 
     def end_headers(self) -> None:
@@ -35,7 +35,7 @@ class _WebHandler(SimpleHTTPRequestHandler):
                 return value, False
         return DemoBackend.new_user(), True
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         if self.path != "/api/sign":
             self.send_error(404)
             return

@@ -44,8 +44,8 @@ class DevStack:
 
     def upstream(self, **changes: Any) -> None:
         body = json.dumps({"reset": True, **changes}).encode()
-        request = urllib.request.Request(self.control_url, body, {"content-type": "application/json"})  # noqa: S310
-        urllib.request.urlopen(request, timeout=10).read()  # noqa: S310 - loopback
+        request = urllib.request.Request(self.control_url, body, {"content-type": "application/json"})
+        urllib.request.urlopen(request, timeout=10).read()
 
 
 @pytest.fixture(scope="session")
