@@ -40,10 +40,13 @@ class UpstreamControl:
                 if key in changes:
                     setattr(self, key, changes[key])
 
-    def next_fault(self) -> dict[str, Any] | None:
-        """Pop the next queued fault, if any."""
+    def next_fault(self, endpoint: str = "chat") -> dict[str, Any] | None:
+        """Pop the next queued fault for this endpoint ("chat" unless the fault names "moderations")."""
         with self.lock:
-            return self.faults.pop(0) if self.faults else None
+            for index, fault in enumerate(self.faults):
+                if fault.get("endpoint", "chat") == endpoint:
+                    return self.faults.pop(index)
+            return None
 
 
 def _words(text: str) -> list[str]:
@@ -175,6 +178,10 @@ class _UpstreamHandler(BaseHTTPRequestHandler):
             self._error(400, "We could not parse the JSON body of your request.", "invalid_request_error")
             return
         if self.path.endswith("/moderations"):
+            fault = self.server.control.next_fault("moderations")
+            if fault:
+                self._error(int(fault.get("status", 500)), "moderation fault", "server_error")
+                return
             text = json.dumps(body.get("input", ""))
             flagged = "FLAG_ME" in text
             self._json(200, {"id": "modr-local", "model": "omni-moderation-latest", "results": [{"flagged": flagged}]})
