@@ -61,8 +61,10 @@ class RuntimeApiServer(QuietThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, environment: Environment) -> None:
-        super().__init__(("127.0.0.1", 0), _RuntimeApiHandler)
+    allow_reuse_address = True  # a restarted Runtime API can take its old port back at once
+
+    def __init__(self, environment: Environment, port: int = 0) -> None:
+        super().__init__(("127.0.0.1", port), _RuntimeApiHandler)
         self.environment = environment
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
         self.thread.start()

@@ -176,3 +176,27 @@ def test_client_keeps_one_connection_across_invocations(api) -> None:
         client.stream_response(inv, "text/plain", iter([b"x"]))
         _drain(queued)
     assert client._conn.sock is sock
+
+
+def test_the_runtime_reconnects_when_the_runtime_api_restarts() -> None:
+    env = FakeEnvironment()
+    first = RuntimeApiServer(env)  # type: ignore[arg-type]
+    port = first.server_address[1]
+    client = RuntimeApiClient(first.address)
+    env.queue.append(Invocation(event=b'{"n":1}', timeout=5))
+    assert client.next_invocation().body == b'{"n":1}'
+    first.stop()  # the Runtime API goes away and comes back on the same address
+    second = None
+    deadline = time.monotonic() + 10
+    while second is None:
+        try:
+            second = RuntimeApiServer(env, port)  # type: ignore[arg-type]
+        except OSError:
+            second = None
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    try:
+        env.queue.append(Invocation(event=b'{"n":2}', timeout=5))
+        assert client.next_invocation().body == b'{"n":2}'
+    finally:
+        second.stop()

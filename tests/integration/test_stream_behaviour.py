@@ -17,14 +17,22 @@ from tests.helpers import http, new_subject, signed_url, sse_text, table_items, 
 
 
 def post(url: str, text: str, stream: bool = False) -> tuple[int, bytes]:
-    status, _, body = http("POST", url, json.dumps({"stream": stream, "messages": [{"role": "user", "content": text}]}).encode(),
-                           {"content-type": "application/json"})
+    status, _, body = http(
+        "POST",
+        url,
+        json.dumps({"stream": stream, "messages": [{"role": "user", "content": text}]}).encode(),
+        {"content-type": "application/json"},
+    )
     return status, body
 
 
 def stored(stack: LocalStack, conversation_id: str) -> list[dict[str, Any]]:
-    items = sorted((i for i in table_items(stack, conversation_id) if i["sk"]["S"].startswith("MSG#")), key=lambda i: i["sk"]["S"])
-    return [{"role": i["role"]["S"], "content": i.get("content", {}).get("S"), "status": i["status"]["S"]} for i in items]
+    items = sorted(
+        (i for i in table_items(stack, conversation_id) if i["sk"]["S"].startswith("MSG#")), key=lambda i: i["sk"]["S"]
+    )
+    return [
+        {"role": i["role"]["S"], "content": i.get("content", {}).get("S"), "status": i["status"]["S"]} for i in items
+    ]
 
 
 def test_concurrent_turns_in_one_conversation_never_interleave_or_lose_messages(app_stack: LocalStack) -> None:
@@ -50,8 +58,12 @@ def test_a_client_that_disconnects_still_gets_its_turn_stored(app_stack: LocalSt
     parts = urlsplit(answer["url"])
     conn = httpclient.HTTPConnection(parts.hostname, parts.port, timeout=30)
     text = "one two three four five six seven eight nine ten"
-    conn.request("POST", f"{parts.path}?{parts.query}", json.dumps({"stream": True, "messages": [{"role": "user", "content": text}]}),
-                 {"content-type": "application/json"})
+    conn.request(
+        "POST",
+        f"{parts.path}?{parts.query}",
+        json.dumps({"stream": True, "messages": [{"role": "user", "content": text}]}),
+        {"content-type": "application/json"},
+    )
     response = conn.getresponse()
     assert response.status == 200 and response.read1(100)
     conn.sock.close()  # the browser tab went away mid-answer
@@ -82,8 +94,14 @@ def event_for(answer: dict[str, Any], text: str, stream: bool = True) -> dict[st
 
     path, _, query = answer["url"].split("/", 3)[3].partition("?")
     body = json.dumps({"stream": stream, "messages": [{"role": "user", "content": text}]}).encode()
-    return build_event(HttpRequest("POST", "/" + path, query, [("content-type", "application/json")], body, "127.0.0.1"),
-                       url_id="t", region="us-east-1", request_id="r", now=time.time(), iam=None)
+    return build_event(
+        HttpRequest("POST", "/" + path, query, [("content-type", "application/json")], body, "127.0.0.1"),
+        url_id="t",
+        region="us-east-1",
+        request_id="r",
+        now=time.time(),
+        iam=None,
+    )
 
 
 def run(app: Any, event: dict[str, Any]) -> tuple[int, list[bytes]]:
@@ -94,7 +112,9 @@ def run(app: Any, event: dict[str, Any]) -> tuple[int, list[bytes]]:
 def test_moderation_blocks_flagged_input_and_fails_closed_or_open(app_stack: LocalStack, inprocess: Any) -> None:
     upstream_control(app_stack)
     closed = inprocess(moderation="fail-closed")
-    status, body = run(closed, event_for(signed_url(app_stack, subject=new_subject(), stateless=True), "please FLAG_ME now"))
+    status, body = run(
+        closed, event_for(signed_url(app_stack, subject=new_subject(), stateless=True), "please FLAG_ME now")
+    )
     assert status == 400 and json.loads(body[0])["error"]["message"] == "the message was flagged by moderation"
     upstream_control(app_stack, faults=[{"endpoint": "moderations", "status": 500}] * 4)
     status, body = run(closed, event_for(signed_url(app_stack, subject=new_subject(), stateless=True), "hello"))
@@ -121,9 +141,13 @@ def test_daily_token_budget_is_enforced(app_stack: LocalStack, inprocess: Any) -
 def test_coalescing_merges_chunks_but_never_buffers_the_whole_answer(app_stack: LocalStack, inprocess: Any) -> None:
     words = " ".join(f"w{i}" for i in range(40))
     upstream_control(app_stack, delay_ms=10, reply=words)
-    status, plain = run(inprocess(coalesce_ms="0"), event_for(signed_url(app_stack, subject=new_subject(), stateless=True), "x"))
+    status, plain = run(
+        inprocess(coalesce_ms="0"), event_for(signed_url(app_stack, subject=new_subject(), stateless=True), "x")
+    )
     upstream_control(app_stack, delay_ms=10, reply=words)
-    status2, merged = run(inprocess(coalesce_ms="100"), event_for(signed_url(app_stack, subject=new_subject(), stateless=True), "x"))
+    status2, merged = run(
+        inprocess(coalesce_ms="100"), event_for(signed_url(app_stack, subject=new_subject(), stateless=True), "x")
+    )
     assert status == status2 == 200
     assert sse_text(b"".join(plain)) == sse_text(b"".join(merged)) == words
     assert len(merged) < len(plain) / 3  # fewer, larger writes...

@@ -79,6 +79,8 @@ class AwsJsonClient:
         endpoint: str | None = None,
         timeout: float = 5.0,
         max_attempts: int = 4,
+        base_delay: float = 0.025,
+        max_delay: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.protocol = protocol
@@ -89,6 +91,8 @@ class AwsJsonClient:
         self._host = url.netloc
         self.timeout = timeout
         self.max_attempts = max_attempts
+        self.base_delay = base_delay
+        self.max_delay = max_delay
         self._sleep = sleep
         self._local = threading.local()
         self.requests = 0  # counted for benchmarks: AWS requests per chat turn
@@ -160,12 +164,18 @@ class AwsJsonClient:
             except AwsServiceError as exc:
                 if not exc.retryable or attempt == self.max_attempts:
                     raise
-            self._sleep(random.uniform(0, 0.05 * 2**attempt))  # noqa: S311 - jitter, not crypto
+            # Full jitter (AWS architecture blog): spreads retries of many clients throttled at once.
+            self._sleep(random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt)))  # noqa: S311
         raise AssertionError("unreachable")
+
+
+# DynamoDB throttles by design under bursts; like botocore's DynamoDB policy, retry it longer.
+MAX_ATTEMPTS = {"dynamodb": 10, "secretsmanager": 4}
 
 
 def client_from_environment(protocol: ServiceProtocol, env: Mapping[str, str], **kwargs: Any) -> AwsJsonClient:
     """A client configured from Lambda's environment (credentials, region, endpoint overrides)."""
+    kwargs.setdefault("max_attempts", MAX_ATTEMPTS.get(protocol.signing_name, 4))
     service_env = "AWS_ENDPOINT_URL_" + protocol.signing_name.upper()
     return AwsJsonClient(
         protocol,
