@@ -9,7 +9,7 @@ TOOLS_STAMP := $(TOOLS)/.installed
 LOCAL := PYTHONPATH=$(CURDIR)/layers/core/python $(PY)
 BENCHPATH := PYTHONPATH=$(CURDIR)/layers/core/python:$(CURDIR)/functions/stream $(PY)
 
-.PHONY: dev test lint typecheck invoke sign bench screenshots build clean
+.PHONY: dev test lint typecheck invoke sign bench fuzz audit screenshots build clean
 
 $(STAMP): requirements/dev.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -49,6 +49,23 @@ sign: $(STAMP)
 
 bench: $(STAMP)
 	$(BENCHPATH) -m bench
+
+FUZZ_SECONDS ?= 30
+fuzz: $(STAMP)
+	@for target in signed_url sw1 event chat_body sse prelude; do \
+		echo "fuzz: $$target ($(FUZZ_SECONDS) s)"; \
+		PYTHONPATH=$(CURDIR):$(CURDIR)/layers/core/python:$(CURDIR)/functions/stream \
+			$(PY) tests/fuzz/fuzz_entry_points.py $$target -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 || exit 1; \
+	done
+
+# Scanners. bandit, detect-secrets and cfn-lint also run offline in `make test` (tests/integration/test_scanners.py);
+# pip-audit needs PyPI's JSON API (vulnerability data), so it lives here.
+audit: $(STAMP) $(TOOLS_STAMP)
+	$(TOOLS)/bin/bandit -q -r functions layers local bench -ll
+	git ls-files -z | xargs -0 $(TOOLS)/bin/detect-secrets-hook --baseline .secrets.baseline
+	$(TOOLS)/bin/cfn-lint --append-rules cfn_lint_serverless.rules -- template.yaml
+	$(TOOLS)/bin/pip-audit --strict --progress-spinner off -r layers/dependencies/requirements.txt
+	$(TOOLS)/bin/pip-audit --strict --progress-spinner off -r requirements/dev.txt
 
 screenshots: $(STAMP)
 	SIGSTREAM_SCREENSHOT_DIR=$(CURDIR)/docs/screenshots $(PY) -m pytest tests/browser -q

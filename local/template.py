@@ -42,7 +42,7 @@ _CfnLoader.add_multi_constructor("!", _construct_tag)
 def load_template(path: Path) -> dict[str, Any]:
     """Parse a CloudFormation/SAM YAML template."""
     with path.open(encoding="utf-8") as fh:
-        data = yaml.load(fh, Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
+        data = yaml.load(fh, Loader=_CfnLoader)  # noqa: S506  # nosec B506 - a SafeLoader subclass
     if not isinstance(data, dict) or "Resources" not in data:
         raise TemplateError(f"{path} is not a CloudFormation template")
     return data

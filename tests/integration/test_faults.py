@@ -67,7 +67,7 @@ def test_a_stream_that_stalls_mid_answer_ends_with_an_error_event_and_an_incompl
 
 def test_malformed_sse_lines_are_dropped_and_counted(stack: LocalStack, tmp_path: Path) -> None:
     recorded = (SHARED / "fixtures" / "openai-sse" / "e2aad469b71d.sse").read_bytes().split(b"\n\n")
-    broken = recorded[:3] + [b"data: {not json", b": a comment", b"event: ping", b"data: [1, 2"] + recorded[3:]
+    broken = [*recorded[:3], b"data: {not json", b": a comment", b"event: ping", b"data: [1, 2", *recorded[3:]]
     replay = tmp_path / "broken.sse"
     replay.write_bytes(b"\n\n".join(broken))
     upstream_control(stack, replay=str(replay))
@@ -135,7 +135,7 @@ def test_secrets_manager_outage_after_warm_up_is_absorbed_by_the_cache(stack: Lo
         status, _, body = chat(signed_url(stack, subject=new_subject(), stateless=True)["url"])
         assert status == 200, body
         stack.pools["StreamFunction"].recycle()  # a cold start while Secrets Manager is down
-        status, headers, body = chat(signed_url(stack, subject=new_subject(), stateless=True)["url"])
+        status, _headers, body = chat(signed_url(stack, subject=new_subject(), stateless=True)["url"])
         assert status == 503 and json.loads(body)["error"]["code"] == "service_unavailable"
     finally:
         stack.aws_proxy.reset()
