@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -129,10 +129,10 @@ class _Turn:
         return json_result(200, doc)
 
     def _accept(self, event: SseEvent) -> bytes | None:
-        """Record an event; return the bytes to forward (None drops it)."""
+        """Record an event; return the bytes to forward (None drops it; [DONE] is sent after storing)."""
         if event.data.strip() == "[DONE]":
             self.saw_done = True
-            return DONE
+            return None
         try:
             chunk = json.loads(event.data)
         except ValueError:
@@ -147,11 +147,14 @@ class _Turn:
             return None  # usage was forced for our records; this client did not ask for it
         return event.raw
 
+    def _events(self, data: bytes) -> list[bytes]:
+        return [b for b in (self._accept(e) for e in self.parser.feed(data)) if b]
+
     def first_events(self, chunks: Iterator[bytes]) -> list[bytes]:
         """Read until the first forwardable event (or fail with a status)."""
         try:
             for data in chunks:
-                out = [b for b in (self._accept(e) for e in self.parser.feed(data)) if b]
+                out = self._events(data)
                 if out:
                     return out
         except Exception as exc:
@@ -161,35 +164,48 @@ class _Turn:
         raise UpstreamError("the provider closed the stream without an answer")
 
     def stream(self, first: list[bytes], chunks: Iterator[bytes]) -> Iterator[bytes]:
-        status = "complete"
+        """The client's SSE body; [DONE] goes out only once the turn is stored.
+
+        So a client that saw [DONE] can read the turn back at once, and a client that goes away
+        mid-stream still gets its turn stored.
+        """
+        finished = False
         try:
-            yield b"".join(first)
-            window = self.deps.settings.coalesce_ms / 1000
-            pending: list[bytes] = []
-            last_flush = self.deps.clock()
+            status = yield from self._relay(first, chunks)
+            self._finish(status)
+            finished = True
+            yield DONE
+        finally:
+            if not finished:  # GeneratorExit: the Runtime API connection broke mid-stream
+                self._finish("incomplete")
+
+    def _relay(self, first: list[bytes], chunks: Iterator[bytes]) -> Generator[bytes, None, str]:
+        yield b"".join(first)
+        window = self.deps.settings.coalesce_ms / 1000
+        pending: list[bytes] = []
+        last_flush = self.deps.clock()
+        try:
             for data in chunks:
-                pending += [b for b in (self._accept(e) for e in self.parser.feed(data)) if b]
-                if pending and (not window or self.deps.clock() - last_flush >= window or self.saw_done):
+                pending += self._events(data)
+                if pending and (not window or self.deps.clock() - last_flush >= window):
                     yield b"".join(pending)
                     pending, last_flush = [], self.deps.clock()
             pending += [b for b in (self._accept(e) for e in self.parser.flush()) if b]
-            if not self.saw_done:
-                status = "incomplete"
-                pending += [error_event("upstream_error", "the provider ended the stream early"), DONE]
-            if pending:
-                yield b"".join(pending)
-        except GeneratorExit:
-            status = "incomplete"
-            raise
         except Exception as exc:
-            status = "incomplete"
             error = map_error(exc)
             record("StreamErrors", 1, kind=error.code)
             logger.warning("upstream failed mid-stream", extra={"kind": error.code})
-            yield error_event(error.code, error.message) + DONE
-        finally:
-            self.response.close()
-            self._store(status)
+            yield b"".join([*pending, error_event(error.code, error.message)])
+            return "incomplete"
+        if not self.saw_done:
+            pending.append(error_event("upstream_error", "the provider ended the stream early"))
+        if pending:
+            yield b"".join(pending)
+        return "complete" if self.saw_done else "incomplete"
+
+    def _finish(self, status: str) -> None:
+        self.response.close()
+        self._store(status)
 
     def _store(self, status: str) -> None:
         now = self.deps.clock()
