@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import secrets
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import boto3
 from local.stack import STACK_NAME
 from local.template import load_template
 from sigstream.config import SigningKeys, parse_signing_keys
-from sigstream.url_issuer import SignSpec, issue_url
+from sigstream.url_issuer import SignSpec, issue_url, random_id
 
 
 def _keys_from_local_stack(root: Path) -> tuple[SigningKeys, str]:
@@ -70,7 +69,7 @@ def main(argv: list[str], root: Path) -> int:
         stream_url,
         now=int(time.time()),
         max_lifetime=args.max_lifetime,
-        new_id=lambda prefix: prefix + secrets.token_urlsafe(18),
+        new_id=random_id,
     )
     print(json.dumps(doc, indent=2))
     return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import time
 from typing import Any, Literal
 
@@ -16,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sigstream.config import ConfigError, parse_signing_keys
 from sigstream.errors import BadRequestError, NotFoundError, ServiceUnavailableError, SigstreamError
 from sigstream.signed_url import CONVERSATION_PATTERN, MODEL_PATTERN, SUBJECT_PATTERN
-from sigstream.url_issuer import SignSpec, issue_url
+from sigstream.url_issuer import SignSpec, issue_url, random_id
 
 logger = Logger(service="sigstream-sign")
 metrics = Metrics(namespace="Sigstream", service="sigstream-sign")
@@ -110,7 +109,7 @@ def sign() -> Response[Any]:
         STREAM_URL,
         now=int(time.time()),
         max_lifetime=MAX_LIFETIME,
-        new_id=lambda prefix: prefix + secrets.token_urlsafe(18),
+        new_id=random_id,
     )
     metrics.add_metric(name="UrlsIssued", unit=MetricUnit.Count, value=1)
     logger.info(

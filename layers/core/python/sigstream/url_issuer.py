@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +29,11 @@ class SignSpec:
     models: tuple[str, ...] = ()
     max_tokens: int | None = None
     body_sha256: str | None = None
+
+
+def random_id(prefix: str) -> str:
+    """A fresh unguessable id (conversation ids, single-use nonces): 144 random bits, URL-safe."""
+    return prefix + secrets.token_urlsafe(18)
 
 
 def issue_url(
