@@ -154,11 +154,17 @@ class HistoryStore:
         tokens_in: int,
         tokens_out: int,
     ) -> None:
-        """Store a turn's messages contiguously; a concurrent turn makes us re-read and go after it."""
+        """Store a turn's messages contiguously; a concurrent turn makes us re-read and go after it.
+
+        Idempotent: ids are fixed before the first attempt, so a commit whose answer was lost (and whose
+        retry then fails its condition) is recognised as ours instead of being written twice.
+        """
+        messages = [{**m, "id": m.get("id") or "msg_" + uuid.uuid4().hex[:24]} for m in messages]
         for _ in range(MAX_APPEND_ATTEMPTS):
+            first = conversation.message_count
             try:
                 self._transact_append(conversation, messages, now, tokens_in, tokens_out)
-                conversation.message_count += len(messages)
+                conversation.message_count = first + len(messages)
                 return
             except AwsServiceError as exc:
                 if exc.code != "TransactionCanceledException":
@@ -166,9 +172,17 @@ class HistoryStore:
                 reasons = [r.get("Code") for r in exc.body.get("CancellationReasons", [])]
                 if "ConditionalCheckFailed" not in reasons:
                     raise ServiceUnavailableError("could not store the turn") from exc
-                latest = self.get(conversation.id, conversation.subject)
-                conversation.message_count = latest.message_count
+            if self._stored_at(conversation.id, first + 1) == messages[0]["id"]:
+                conversation.message_count = first + len(messages)
+                return
+            conversation.message_count = self.get(conversation.id, conversation.subject).message_count
         raise ConflictError("the conversation is busy; try again")
+
+    def _stored_at(self, conversation_id: str, seq: int) -> str | None:
+        """The id of the message stored at a sequence number, if any."""
+        key = to_item({"pk": f"CONV#{conversation_id}", "sk": f"MSG#{seq:08d}"})
+        item = self._call("GetItem", {"Key": key, "ConsistentRead": True, "ProjectionExpression": "id"}).get("Item")
+        return str(from_item(item)["id"]) if item else None
 
     def _transact_append(
         self, conversation: Conversation, messages: list[dict[str, Any]], now: float, tokens_in: int, tokens_out: int
@@ -212,7 +226,6 @@ class HistoryStore:
         ids: list[str] = []
         for offset, message in enumerate(messages, start=1):
             doc = {"pk": pk, "sk": f"MSG#{first + offset:08d}", "expires_at": expires, **message}
-            doc.setdefault("id", "msg_" + uuid.uuid4().hex[:24])
             doc.setdefault("created_at", int(now))
             ids.append(str(doc["id"]))
             puts.append(
