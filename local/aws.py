@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -52,7 +53,7 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
 
 @dataclass
 class MotoServer:
-    """A moto_server child process on loopback."""
+    """A moto server child process on loopback (DynamoDB calls serialised, see local.moto_serialised)."""
 
     port: int
     process: subprocess.Popen[bytes]
@@ -62,9 +63,10 @@ class MotoServer:
         """Start moto server and wait until it answers."""
         port = port or free_port()
         process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            [sys.executable, "-m", "local.moto_serialised", "127.0.0.1", str(port)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            cwd=Path(__file__).resolve().parent.parent,  # so the child can import `local`
         )
         wait_for_port(port)
         return cls(port, process)
