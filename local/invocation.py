@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import threading
 import time
@@ -79,7 +80,7 @@ class Invocation:
 
     def fail(self, error_type: str, message: str) -> None:
         """End the invocation with an error, as a cut stream if bytes already went out."""
-        body = (f'{{"errorType":"{error_type}","errorMessage":"{message}"}}').encode()
+        body = json.dumps({"errorType": error_type, "errorMessage": message}).encode()
         with self.lock:
             started = self.started
         self.emit(ResponseEnd(error_type, body) if started else InvocationFailed(error_type, body))

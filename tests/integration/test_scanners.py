@@ -19,7 +19,12 @@ def _findings(doc: dict) -> set[tuple[str, str, str]]:
 
 def test_no_secret_outside_the_reviewed_baseline() -> None:
     """A fresh scan of the tracked files finds nothing the reviewed baseline does not list (line numbers aside)."""
-    result = tool("detect-secrets", "scan", "--exclude-files", r"^(\.secrets\.baseline|docs/screenshots/|web/examples/package-lock\.json)")
+    result = tool(
+        "detect-secrets",
+        "scan",
+        "--exclude-files",
+        r"^(\.secrets\.baseline|docs/screenshots/|web/examples/package-lock\.json)",
+    )
     assert result.returncode == 0, result.stderr
     baseline = json.loads((ROOT / ".secrets.baseline").read_text())
     unreviewed = _findings(json.loads(result.stdout)) - _findings(baseline)
