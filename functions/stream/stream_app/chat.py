@@ -33,10 +33,9 @@ class ChatDeps:
     pool: ThreadPoolExecutor
 
 
-def _gather(
-    deps: ChatDeps, grant: Grant, subject: str, conversation_id: str | None
-) -> tuple[str, Conversation | None, list[dict[str, Any]]]:
+def _gather(deps: ChatDeps, grant: Grant) -> tuple[str, Conversation | None, list[dict[str, Any]]]:
     """Key, rate check, history and nonce in parallel: one round trip of latency, not four."""
+    subject, conversation_id = grant.subject, grant.conversation_id
     now = deps.clock()
     s = deps.settings
     jobs: list[Future[Any]] = [
@@ -62,7 +61,7 @@ def chat_turn(request: Request, grant: Grant, deps: ChatDeps) -> HttpResult:
     """POST /v1/chat/completions."""
     s = deps.settings
     chat = parse_chat_request(request.body, request.headers.get("content-type", ""), grant, s.default_model)
-    key, conversation, history = _gather(deps, grant, grant.subject, grant.conversation_id)
+    key, conversation, history = _gather(deps, grant)
     window = select_window(
         history,
         max_messages=s.history_max_messages,
