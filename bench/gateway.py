@@ -19,8 +19,8 @@ from bench.stats import median, ms, p95
 from local.function_url import FunctionUrlServer
 from local.stack import LocalStack
 from local.url_event import HttpRequest, build_event
-from sigstream.config import parse_signing_keys
-from sigstream.url_issuer import SignSpec, issue_url
+from sigstream.core.settings import parse_signing_keys
+from sigstream.core.url_issuer import SignSpec, issue_url
 
 PRICES = {  # us-east-1 list prices; see the cost section for their dates
     "lambda_gb_s_arm64": 0.0000133334,
@@ -140,7 +140,7 @@ def _import_profile(stack: LocalStack) -> str:
 
     env = lambda_environment(spec, "127.0.0.1:9", stack.pools["StreamFunction"].aws_env, "us-east-1")
     # The SDK preload thread is switched off here so the profile shows the main thread's own imports.
-    code = "import stream_app.upstream as u; u.preload = lambda: None; import stream_handler"
+    code = "import stream_app.adapters.upstream_client as u; u.preload = lambda: None; import stream_handler"
     out = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", code],
         env=env,
@@ -176,7 +176,7 @@ def _import_profile(stack: LocalStack) -> str:
         "What was done about the largest items: the `openai` SDK (about 0.5 s, mostly `openai.types`) is imported on "
         "a background thread started at init, so it overlaps the signature check and the AWS calls instead of "
         "preceding them; boto3/botocore (about 0.3 s with two clients) is not used at all on the Stream path: "
-        "DynamoDB and Secrets Manager are called through a 150-line SigV4 JSON client (`sigstream.aws_json`); "
+        "DynamoDB and Secrets Manager are called through a 150-line SigV4 JSON client (`sigstream.adapters.aws_client`); "
         "Powertools is limited to `Logger` and `Metrics` (no Tracer, no X-Ray SDK); `asyncio` is imported by the "
         "runtime only for async handlers.",
     ]
@@ -192,7 +192,7 @@ def warm_ttfb(stack: LocalStack, signer: Signer, quick: bool) -> Section:
         [
             sys.executable,
             "-c",
-            "import sys,time; from local.upstream import UpstreamServer; s=UpstreamServer(sys.argv[1]); "
+            "import sys,time; from local.fake_provider import FakeProvider; s=FakeProvider(sys.argv[1]); "
             "print(s.base_url, flush=True); time.sleep(3600)",
             key,
         ],

@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 
 from bench.harness import ROOT
 from bench.report import Row, Section
-from sigstream.signed_url import Grant, sign_query, verify_query
-from sigstream.sw1 import Sw1App, verify_sw1
+from sigstream.core.signed_url import Grant, sign_query, verify_query
+from sigstream.core.sw1 import Sw1App, verify_sw1
 from stream_app.sw1_proxy import _normalise
 
 

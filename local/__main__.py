@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from local.invoke import invoke_once
+from local.invoke_cli import invoke_once
 from local.stack import LocalStack, options_from_env
 
 ROOT = Path(__file__).resolve().parent.parent

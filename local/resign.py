@@ -14,8 +14,8 @@ import time
 from typing import Any
 from urllib.parse import parse_qsl
 
-from sigstream.config import parse_signing_keys, parse_sw1_apps
-from sigstream.signed_url import Grant, sign_query
+from sigstream.core.settings import parse_signing_keys, parse_sw1_apps
+from sigstream.core.signed_url import Grant, sign_query
 
 PLACEHOLDER = "local-resign"
 

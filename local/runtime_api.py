@@ -7,13 +7,28 @@ import re
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO, Protocol
 
 from local.invocation import Invocation, InvocationFailed, ResponseData, ResponseEnd, ResponseStart
 from local.quiet_server import QuietThreadingHTTPServer
 
-if TYPE_CHECKING:
-    from local.pool import Environment
+
+class Environment(Protocol):
+    """What the Runtime API needs of the execution environment it serves (local.pool implements it)."""
+
+    function_arn: str
+    running: dict[str, Invocation]
+    expired: set[str]
+
+    def next_invocation(self) -> Invocation | None:
+        """Block until work arrives."""
+
+    def finished(self, inv: Invocation) -> None:
+        """The runtime answered this invocation."""
+
+    def init_failed(self, error_type: str, body: bytes) -> None:
+        """The runtime reported an init error."""
+
 
 PREFIX = "/2018-06-01"
 MAX_BUFFERED = 6 * 1024 * 1024

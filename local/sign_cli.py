@@ -12,8 +12,8 @@ import boto3
 
 from local.stack import STACK_NAME
 from local.template import load_template
-from sigstream.config import SigningKeys, parse_signing_keys
-from sigstream.url_issuer import SignSpec, issue_url, random_id
+from sigstream.core.settings import SigningKeys, parse_signing_keys
+from sigstream.core.url_issuer import SignSpec, issue_url, random_id
 
 
 def _keys_from_local_stack(root: Path) -> tuple[SigningKeys, str]:

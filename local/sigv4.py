@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from sigstream import aws_sigv4
+from sigstream.core import sigv4 as aws_sigv4
 
 MAX_SKEW_SECONDS = 15 * 60
 _AUTH = re.compile(

@@ -13,10 +13,10 @@ from typing import Any, TextIO
 
 from local.aws import ACCESS_KEY, REGION, SECRET_KEY, MotoServer, create_resources, free_port
 from local.aws_proxy import AwsProxy
+from local.fake_provider import FakeProvider
 from local.function_url import FunctionUrlServer
 from local.pool import ACCOUNT_ID, FunctionPool
 from local.template import FUNCTION_TYPE, Resolver, function_specs, load_template, parameter_defaults
-from local.upstream import UpstreamServer
 from local.web_server import WebServer
 
 STACK_NAME = "sigstream-local"
@@ -67,7 +67,7 @@ class LocalStack:
         self.options = options
         self.template = load_template(options.template)
         self.logs = FunctionLogs(options.log_stream, options.log_dir)
-        self.upstream: UpstreamServer | None = None
+        self.upstream: FakeProvider | None = None
         self.moto: MotoServer | None = None
         self.aws_proxy: AwsProxy | None = None
         self.pools: dict[str, FunctionPool] = {}
@@ -85,7 +85,7 @@ class LocalStack:
             api_key = opts.upstream_api_key or ""
         else:
             api_key = "sk-local-" + secrets.token_hex(16)
-            self.upstream = UpstreamServer(api_key)
+            self.upstream = FakeProvider(api_key)
             self.upstream_base_url = self.upstream.base_url
         params = parameter_defaults(self.template, opts.parameters)
         if "UpstreamBaseUrl" in params:

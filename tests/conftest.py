@@ -11,7 +11,7 @@ import pytest
 from local.stack import LocalStack, StackOptions
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+RECORDED = ROOT / "tests" / "fixtures" / "recorded"  # copied in from the shared set; see its README
 DEMO = ROOT / "tests" / "fixtures" / "demo_stack"
 
 

@@ -12,10 +12,10 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities import parameters
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from sigstream.config import ConfigError, parse_signing_keys
-from sigstream.errors import BadRequestError, NotFoundError, ServiceUnavailableError, SigstreamError
-from sigstream.signed_url import CONVERSATION_PATTERN, MODEL_PATTERN, SUBJECT_PATTERN
-from sigstream.url_issuer import SignSpec, issue_url, random_id
+from sigstream.core.errors import BadRequestError, NotFoundError, ServiceUnavailableError, SigstreamError
+from sigstream.core.settings import ConfigError, parse_signing_keys
+from sigstream.core.signed_url import CONVERSATION_PATTERN, MODEL_PATTERN, SUBJECT_PATTERN
+from sigstream.core.url_issuer import SignSpec, issue_url, random_id
 
 logger = Logger(service="sigstream-sign")
 metrics = Metrics(namespace="Sigstream", service="sigstream-sign")

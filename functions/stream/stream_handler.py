@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from stream_app import upstream
+from stream_app.adapters import upstream_client as upstream
 
 upstream.preload()  # the SDK imports on a background thread while the first request does AWS calls
 

@@ -6,9 +6,9 @@ import json
 import time
 
 from tests.browser.conftest import DevStack, shot
-from tests.conftest import SHARED
+from tests.conftest import RECORDED
 
-FIXTURES = SHARED / "fixtures" / "openai-sse"
+FIXTURES = RECORDED / "openai-sse"
 INDEX = {e["file"]: e for e in json.loads((FIXTURES / "index.json").read_text())}
 ASSISTANT = '[data-testid="message"][data-role="assistant"]'
 

@@ -11,11 +11,11 @@ import sys
 import atheris
 
 from local.url_event import PreludeError, PreludeReader
-from sigstream.chat_request import parse_chat_request
-from sigstream.errors import SigstreamError
-from sigstream.signed_url import Grant, verify_query
-from sigstream.sse import SseParser
-from sigstream.sw1 import Sw1App, verify_sw1
+from sigstream.core.errors import SigstreamError
+from sigstream.core.signed_url import Grant, verify_query
+from sigstream.core.sw1 import Sw1App, verify_sw1
+from stream_app.chat.request import parse_chat_request
+from stream_app.chat.sse import SseParser
 from stream_app.http_io import parse_event
 from stream_app.sw1_proxy import _normalise
 

@@ -11,9 +11,9 @@ import sys
 import time
 from pathlib import Path
 
+from local.fake_provider import FakeProvider
 from local.resign import refresh_event
 from local.stack import LocalStack
-from local.upstream import UpstreamServer
 from tests.conftest import ROOT
 from tests.helpers import http, sse_text
 
@@ -150,7 +150,7 @@ def test_make_dev_writes_endpoints_serves_and_stops_cleanly_on_sigterm(tmp_path:
 
 
 def test_make_dev_uses_a_real_provider_when_given(tmp_path: Path) -> None:
-    provider = UpstreamServer(api_key="sk-provider-test-key")
+    provider = FakeProvider(api_key="sk-provider-test-key")
     try:
         proc, endpoints = _start_dev(
             tmp_path, {"UPSTREAM_BASE_URL": provider.base_url, "UPSTREAM_API_KEY": "sk-provider-test-key"}

@@ -14,7 +14,7 @@ import pytest
 
 from local.aws_proxy import UNAVAILABLE, FaultPlan
 from local.stack import LocalStack, StackOptions
-from tests.conftest import ROOT, SHARED
+from tests.conftest import RECORDED, ROOT
 from tests.helpers import http, new_subject, signed_url, sse_events, sse_text, table_items, upstream_control
 
 SHORT = {"UpstreamTimeout": "2", "UpstreamConnectTimeout": "1", "UpstreamMaxRetries": "1", "RateLimit": "1000"}
@@ -66,7 +66,7 @@ def test_a_stream_that_stalls_mid_answer_ends_with_an_error_event_and_an_incompl
 
 
 def test_malformed_sse_lines_are_dropped_and_counted(stack: LocalStack, tmp_path: Path) -> None:
-    recorded = (SHARED / "fixtures" / "openai-sse" / "e2aad469b71d.sse").read_bytes().split(b"\n\n")
+    recorded = (RECORDED / "openai-sse" / "e2aad469b71d.sse").read_bytes().split(b"\n\n")
     broken = [*recorded[:3], b"data: {not json", b": a comment", b"event: ping", b"data: [1, 2", *recorded[3:]]
     replay = tmp_path / "broken.sse"
     replay.write_bytes(b"\n\n".join(broken))
@@ -77,7 +77,7 @@ def test_malformed_sse_lines_are_dropped_and_counted(stack: LocalStack, tmp_path
     for event in sse_events(body):  # every forwarded event is valid JSON or [DONE]
         data = event[6:].strip()
         assert data == b"[DONE]" or isinstance(json.loads(data), dict)
-    index = {e["file"]: e for e in json.loads((SHARED / "fixtures" / "openai-sse" / "index.json").read_text())}
+    index = {e["file"]: e for e in json.loads((RECORDED / "openai-sse" / "index.json").read_text())}
     assert sse_text(body) == index["e2aad469b71d.sse"]["choice0_text"]
     assert logged(stack, '"MalformedUpstreamEvents"')
 

@@ -13,8 +13,8 @@ from signway_sdk import sign_url
 from local.invocation import InvocationFailed, ResponseEnd
 from local.stack import LocalStack
 from local.url_event import HttpRequest, build_event
-from sigstream.config import parse_signing_keys, parse_sw1_apps
-from sigstream.url_issuer import SignSpec, issue_url
+from sigstream.core.settings import parse_signing_keys, parse_sw1_apps
+from sigstream.core.url_issuer import SignSpec, issue_url
 from tests.helpers import http, new_subject, sign, signed_url, sse_text, table_items, upstream_control
 
 

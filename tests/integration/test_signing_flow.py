@@ -93,8 +93,8 @@ def test_tampered_and_expired_urls_are_refused_and_nothing_is_stored(app_stack: 
         }
     }
     # An expired URL, signed with the real key an hour ago (the 30 s skew allowance is long past).
-    from sigstream.config import parse_signing_keys
-    from sigstream.signed_url import Grant, sign_query
+    from sigstream.core.settings import parse_signing_keys
+    from sigstream.core.signed_url import Grant, sign_query
 
     assert app_stack.moto is not None
     keys_arn = next(

@@ -12,10 +12,10 @@ import openai
 import pytest
 
 from local.stack import LocalStack
-from tests.conftest import SHARED
+from tests.conftest import RECORDED
 from tests.helpers import http, new_subject, signed_url, sse_events, table_items, upstream_control, upstream_requests
 
-FIXTURES = SHARED / "fixtures" / "openai-sse"
+FIXTURES = RECORDED / "openai-sse"
 INDEX = json.loads((FIXTURES / "index.json").read_text())
 
 

@@ -72,7 +72,9 @@ def test_sam_build_makes_an_arm64_python312_dependency_layer(built: Path) -> Non
         binary = [t for t in tags if not t.endswith("-none-any")]
         assert all(("cp312" in t or "abi3" in t) and "aarch64" in t for t in binary), (wheel, tags)
     assert (built / "StreamFunction" / "stream_handler.py").exists()
-    assert (built / "StreamFunction" / "stream_app" / "chat.py").exists()
+    assert (built / "StreamFunction" / "stream_app" / "chat_turn.py").exists()
+    assert (built / "StreamFunction" / "stream_app" / "chat" / "request.py").exists()
+    assert not list((built / "StreamFunction").rglob("__pycache__"))
     assert (built / "SignFunction" / "sign_handler.py").exists()
 
 
@@ -149,7 +151,8 @@ def _env_reads() -> dict[str, set[str]]:
     """SIGSTREAM_* names each function's code reads (config helpers and os.environ)."""
     core = ROOT / "layers" / "core" / "python" / "sigstream"
     config_names = {
-        "SIGSTREAM_" + n for n in re.findall(r'_(?:get|int)\(env, "([A-Z0-9_]+)"', (core / "config.py").read_text())
+        "SIGSTREAM_" + n
+        for n in re.findall(r'_(?:get|int)\(env, "([A-Z0-9_]+)"', (core / "core" / "settings.py").read_text())
     }
     reads: dict[str, set[str]] = {}
     for function, folder in (("StreamFunction", "stream"), ("SignFunction", "sign")):

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from sigstream.aws_json import AwsServiceError
-from sigstream.dynamo_values import to_item
-from sigstream.errors import ConflictError
-from sigstream.history_store import Conversation, HistoryStore
+from sigstream.adapters.aws_client import AwsServiceError
+from sigstream.core.errors import ConflictError
+from stream_app.adapters.dynamo_values import to_item
+from stream_app.adapters.history_store import Conversation, HistoryStore
 
 CANCELLED = AwsServiceError(
     "TransactionCanceledException", "cancelled", 400, {"CancellationReasons": [{"Code": "ConditionalCheckFailed"}]}

@@ -9,9 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from local.url_event import HttpRequest, build_event
-from sigstream.chat_request import parse_chat_request
-from sigstream.errors import SigstreamError
-from sigstream.signed_url import Grant
+from sigstream.core.errors import SigstreamError
+from sigstream.core.signed_url import Grant
+from stream_app.chat.request import parse_chat_request
 from stream_app.http_io import parse_event
 
 json_values = st.recursive(

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sigstream.errors import BadRequestError, ExpiredError, InvalidSignatureError, SigstreamError
-from sigstream.signed_url import Grant, sign_query, verify_query
+from sigstream.core.errors import BadRequestError, ExpiredError, InvalidSignatureError, SigstreamError
+from sigstream.core.signed_url import Grant, sign_query, verify_query
 
 KEYS = {"k1": b"0123456789abcdef0123456789abcdef", "k0": b"retired-but-present-key-material"}
 NOW = 1_800_000_000

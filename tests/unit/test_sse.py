@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sigstream.sse import SseParser, error_event, frame
+from stream_app.chat.sse import SseParser, error_event, frame
 
 
 def _all(parser: SseParser, parts: list[bytes]) -> list[tuple[str, bytes]]:

@@ -10,11 +10,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sigstream.errors import BadRequestError, ExpiredError, InvalidSignatureError, PayloadTooLargeError, SigstreamError
-from sigstream.sw1 import Sw1App, verify_sw1
+from sigstream.core.errors import (
+    BadRequestError,
+    ExpiredError,
+    InvalidSignatureError,
+    PayloadTooLargeError,
+    SigstreamError,
+)
+from sigstream.core.sw1 import Sw1App, verify_sw1
 from stream_app.sw1_proxy import _normalise
 
-FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "signway-sw1-vectors.json"
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "recorded" / "signway-sw1-vectors.json"
 DATA = json.loads(FIXTURE.read_text())
 VECTORS = DATA["vectors"]
 

@@ -6,20 +6,20 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sigstream.aws_json import DYNAMODB, SECRETS_MANAGER, client_from_environment
-from sigstream.config import StreamSettings, parse_signing_keys, parse_sw1_apps
-from sigstream.errors import MethodNotAllowedError, NotFoundError, SigstreamError
-from sigstream.history_store import HistoryStore
-from sigstream.routes import match_route
-from sigstream.secret_cache import SecretCache
-from sigstream.signed_url import verify_query
-from sigstream.sw1 import is_sw1_query
+from sigstream.adapters.aws_client import DYNAMODB, SECRETS_MANAGER, client_from_environment
+from sigstream.adapters.secret_cache import SecretCache
+from sigstream.core.errors import MethodNotAllowedError, NotFoundError, SigstreamError
+from sigstream.core.routes import match_route
+from sigstream.core.settings import StreamSettings, parse_signing_keys, parse_sw1_apps
+from sigstream.core.signed_url import verify_query
+from sigstream.core.sw1 import is_sw1_query
 from stream_app import conversations
-from stream_app.chat import ChatDeps, chat_turn
+from stream_app.adapters.history_store import HistoryStore
+from stream_app.adapters.upstream_client import Upstream
+from stream_app.chat_turn import ChatDeps, chat_turn
 from stream_app.http_io import HttpResult, Request, error_result, parse_event
 from stream_app.observability import logger, record
 from stream_app.sw1_proxy import sw1_proxy
-from stream_app.upstream import Upstream
 
 
 class StreamApp:

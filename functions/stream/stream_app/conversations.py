@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from sigstream.errors import BadRequestError
-from sigstream.history_store import HistoryStore
-from sigstream.signed_url import CONVERSATION_PATTERN, Grant
+from sigstream.core.errors import BadRequestError
+from sigstream.core.signed_url import CONVERSATION_PATTERN, Grant
+from stream_app.adapters.history_store import HistoryStore
 from stream_app.http_io import HttpResult, Request, json_result
 
 

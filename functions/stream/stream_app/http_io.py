@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sigstream.errors import BadRequestError, PayloadTooLargeError, SigstreamError
+from sigstream.core.errors import BadRequestError, PayloadTooLargeError, SigstreamError
 
 JSON_HEADERS = {"content-type": "application/json", "cache-control": "no-store"}
 SSE_HEADERS = {

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from sigstream.errors import UpstreamError
-from sigstream.sw1 import Sw1App, verify_sw1
+from sigstream.core.errors import UpstreamError
+from sigstream.core.sw1 import Sw1App, verify_sw1
+from stream_app.adapters.upstream_client import map_error
 from stream_app.http_io import HttpResult, Request
-from stream_app.upstream import map_error
 
 # Only these client headers travel upstream (Signway forwards all of them, cookies included).
 FORWARDED = ("content-type", "accept", "openai-organization", "openai-project")

@@ -1,1 +1,1 @@
-"""Sigstream's pure core: signing, SW1 verification, SSE framing, history windowing, errors."""
+"""Sigstream's shared layer: `sigstream.core` (pure) and `sigstream.adapters` (I/O)."""

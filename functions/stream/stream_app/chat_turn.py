@@ -8,17 +8,17 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from sigstream.chat_request import ChatRequest, parse_chat_request
-from sigstream.config import StreamSettings
-from sigstream.errors import BadRequestError, ServiceUnavailableError, SigstreamError, UpstreamError
-from sigstream.history_store import Conversation, HistoryStore
-from sigstream.history_window import select_window
-from sigstream.reply import Reply
-from sigstream.signed_url import Grant
-from sigstream.sse import DONE, SseEvent, SseParser, error_event
+from sigstream.core.errors import BadRequestError, ServiceUnavailableError, SigstreamError, UpstreamError
+from sigstream.core.settings import StreamSettings
+from sigstream.core.signed_url import Grant
+from stream_app.adapters.history_store import Conversation, HistoryStore
+from stream_app.adapters.upstream_client import Upstream, iter_raw, map_error
+from stream_app.chat.reply import Reply
+from stream_app.chat.request import ChatRequest, parse_chat_request
+from stream_app.chat.sse import DONE, SseEvent, SseParser, error_event
+from stream_app.chat.window import select_window
 from stream_app.http_io import SSE_HEADERS, HttpResult, Request, json_result
 from stream_app.observability import logger, record
-from stream_app.upstream import Upstream, iter_raw, map_error
 
 
 @dataclass

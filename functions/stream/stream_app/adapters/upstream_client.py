@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-from sigstream.errors import (
+from sigstream.core.errors import (
     BadRequestError,
     RateLimitedError,
     SigstreamError,
@@ -67,7 +67,7 @@ class Upstream:
             if self._http is None:
                 import openai
 
-                from stream_app.stdlib_transport import StdlibTransport
+                from stream_app.adapters.stdlib_transport import StdlibTransport
 
                 self._http = openai.DefaultHttpxClient(
                     transport=StdlibTransport(),

@@ -15,9 +15,8 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sigstream.aws_json import AwsJsonClient, AwsServiceError
-from sigstream.dynamo_values import from_item, to_attr, to_item
-from sigstream.errors import (
+from sigstream.adapters.aws_client import AwsJsonClient, AwsServiceError
+from sigstream.core.errors import (
     AlreadyUsedError,
     BadRequestError,
     ConflictError,
@@ -25,6 +24,7 @@ from sigstream.errors import (
     RateLimitedError,
     ServiceUnavailableError,
 )
+from stream_app.adapters.dynamo_values import from_item, to_attr, to_item
 
 META = "~META"
 GSI = "GSI1"

@@ -105,7 +105,7 @@ def replay_events(path: Path) -> list[bytes]:
     return [e + b"\n\n" for e in raw.split(b"\n\n") if e.strip()]
 
 
-class UpstreamServer(QuietThreadingHTTPServer):
+class FakeProvider(QuietThreadingHTTPServer):
     """The local provider, on its own loopback port."""
 
     daemon_threads = True
@@ -131,7 +131,7 @@ class UpstreamServer(QuietThreadingHTTPServer):
 class _UpstreamHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
-    server: UpstreamServer
+    server: FakeProvider
 
     def log_message(self, format: str, *args: object) -> None:
         """Quiet."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from sigstream.aws_sigv4 import sign_headers
+from sigstream.core.sigv4 import sign_headers
 
 _RETRYABLE = {
     "ThrottlingException",

@@ -68,7 +68,7 @@ class StdlibTransport(httpx2.BaseTransport):
         try:
             if conn.sock is None:
                 conn.connect()
-                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # type: ignore[attr-defined]
             conn.sock.settimeout(timeout.get("read"))
             target = url.raw_path.decode("ascii")
             body = request.read()

@@ -8,13 +8,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sigstream.errors import (
+from sigstream.core.errors import (
     BadRequestError,
     InvalidSignatureError,
     PolicyViolationError,
     UnsupportedMediaTypeError,
 )
-from sigstream.signed_url import MODEL_PATTERN, Grant
+from sigstream.core.signed_url import MODEL_PATTERN, Grant
 
 ROLES = {"system", "developer", "user", "assistant", "tool"}
 MAX_MESSAGES = 256

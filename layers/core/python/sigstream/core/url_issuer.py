@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
-from sigstream.config import SigningKeys
-from sigstream.errors import BadRequestError
-from sigstream.routes import match_route
-from sigstream.signed_url import CONVERSATION_PATTERN, Grant, sign_query
+from sigstream.core.errors import BadRequestError
+from sigstream.core.routes import match_route
+from sigstream.core.settings import SigningKeys
+from sigstream.core.signed_url import CONVERSATION_PATTERN, Grant, sign_query
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from sigstream.sw1 import Sw1App
+from sigstream.core.sw1 import Sw1App
 
 PREFIX = "SIGSTREAM_"
 

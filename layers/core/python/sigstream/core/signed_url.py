@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode
 
-from sigstream.errors import BadRequestError, ExpiredError, InvalidSignatureError
+from sigstream.core.errors import BadRequestError, ExpiredError, InvalidSignatureError
 
 VERSION = "1"
 DEFAULT_SKEW = 30

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, quote
 
-from sigstream.errors import BadRequestError, ExpiredError, InvalidSignatureError, PayloadTooLargeError
+from sigstream.core.errors import BadRequestError, ExpiredError, InvalidSignatureError, PayloadTooLargeError
 
 ALGORITHM = "SW1-HMAC-SHA256"
 _DATE = re.compile(r"^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$")

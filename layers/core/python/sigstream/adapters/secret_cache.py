@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sigstream.aws_json import AwsJsonClient, AwsServiceError
-from sigstream.errors import ServiceUnavailableError
+from sigstream.adapters.aws_client import AwsJsonClient, AwsServiceError
+from sigstream.core.errors import ServiceUnavailableError
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""The Stream function's adapters: DynamoDB history store and the provider client."""
