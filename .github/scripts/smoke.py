@@ -59,7 +59,8 @@ def check_stream(text: str) -> str:
         if isinstance(chunk, dict) and chunk.get("error"):
             raise SmokeError(f"the stream contains an error event: {json.dumps(chunk['error'])[:300]}")
         for choice in chunk.get("choices") or []:
-            answer += (choice.get("delta") or {}).get("content") or ""
+            if choice.get("index", 0) == 0:  # (n > 1 streams interleave their choices)
+                answer += (choice.get("delta") or {}).get("content") or ""
     if not text.rstrip().endswith("data: [DONE]"):
         raise SmokeError(f"the stream did not end with [DONE]: {text[-300:]!r}")
     if not answer.strip():

@@ -1,4 +1,4 @@
-"""Browser tests: Debian's Chromium driven by Playwright against `make dev` (a real subprocess)."""
+"""Browser tests: Chromium (Debian's, or the runner's Chrome; see find_chromium) driven by Playwright against `make dev`."""
 
 from __future__ import annotations
 

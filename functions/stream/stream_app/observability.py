@@ -102,7 +102,8 @@ def describe_cause(error: BaseException | None, depth: int = 3) -> str:
         if status is not None:  # a provider's answer: its message may quote request content or a masked key
             parts.append(f"{type(error).__name__}(status={status})")
         else:
-            parts.append(f"{type(error).__name__}: {_URL.sub('<url>', str(error))[:160]}".rstrip(": "))
+            first_line = (str(error).splitlines() or [""])[0]
+            parts.append(f"{type(error).__name__}: {_URL.sub('<url>', first_line)[:160]}".rstrip(": "))
         error = error.__cause__ or error.__context__
     return " <- ".join(parts)
 
