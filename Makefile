@@ -30,6 +30,10 @@ dev: $(STAMP)
 
 tools: $(TOOLS_STAMP)
 
+# The example signing backend (examples/flask_backend) against a running `make dev`: http://127.0.0.1:8000/
+backend: $(STAMP)
+	$(PY) -m examples.flask_backend
+
 # The dependency layer's lock: every package pinned with its hashes, resolved for the Lambda target
 # (aarch64 manylinux, CPython 3.12), not this machine. Re-run after editing layers/dependencies/requirements.txt.
 LOCK := layers/dependencies/requirements.lock
@@ -46,6 +50,7 @@ typecheck: $(STAMP)
 	$(PY) -m mypy --strict layers/streaming-runtime/python
 	MYPYPATH=layers/core/python $(PY) -m mypy --strict -p sigstream
 	MYPYPATH=layers/core/python:functions/stream:layers/streaming-runtime/python $(PY) -m mypy --strict -p stream_app
+	$(PY) -m mypy --strict -p examples
 
 test: lint typecheck $(TOOLS_STAMP)
 	$(PY) -m pytest
