@@ -133,6 +133,14 @@ def test_dependency_lock_pins_every_package_with_hashes_and_the_layer_requires_t
         )
     text = (LAYER / "requirements.lock").read_text()
     assert "make lock" in text.splitlines()[1], "the lock says how to regenerate it"
+    # The lock's roots are exactly today's requirements.txt (a removed package must not linger): uv notes
+    # each package's origin in a "# via" comment block after it.
+    roots = set()
+    for block in re.split(r"\n(?=[A-Za-z0-9])", text):
+        if "-r layers/dependencies/requirements.txt" in block:
+            roots.add(re.sub(r"[-_.]+", "-", block.split("==", 1)[0]).lower())
+    wanted = {re.sub(r"[-_.]+", "-", r.split("==")[0]).lower() for r in top_level}
+    assert roots == wanted, f"requirements.lock is stale (roots {sorted(roots)}): run `make lock`"
     makefile = (LAYER / "Makefile").read_text()
     assert "--require-hashes" in makefile and "-r requirements.lock" in makefile
     root_makefile = (ROOT / "Makefile").read_text()
