@@ -102,9 +102,16 @@ async function convert({ cases }) {
       },
     });
     try {
+      // ai 7 refuses system messages in `messages` ("use the instructions option"): pass them as instructions.
       const modelMessages = await ai7.convertToModelMessages(messages);
-      await ai7.generateText({ model: provider.chat("gpt-4o"), messages: modelMessages, maxRetries: 0 }).catch(() => {});
-      out.push({ name, messages: sent?.messages ?? null });
+      const system = modelMessages.filter((m) => m.role === "system").map((m) => m.content);
+      const rest = modelMessages.filter((m) => m.role !== "system");
+      let failure = null;
+      const instructions = system.length ? { instructions: system.join("\n") } : {};
+      await ai7
+        .generateText({ model: provider.chat("gpt-4o"), messages: rest, ...instructions, maxRetries: 0 })
+        .catch((error) => (failure = String(error?.message ?? error)));
+      out.push(sent ? { name, messages: sent.messages } : { name, thrown: failure });
     } catch (error) {
       out.push({ name, thrown: String(error?.message ?? error) });
     }
