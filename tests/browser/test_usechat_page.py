@@ -47,7 +47,9 @@ def chat(browser: Any, gateway: FakeGateway) -> Iterator[Any]:
 
 
 def open_chat(page: Any, gateway: FakeGateway, query: str = "") -> None:
-    page.goto(f"{gateway.page_origin}/chat/{page.chat_id}/{query}")
+    """Load the page and let its automatic resume (useChat `resume: true`) answer before the test sends anything."""
+    with page.expect_response(lambda response: "/stream?" in response.url):
+        page.goto(f"{gateway.page_origin}/chat/{page.chat_id}/{query}")
     page.wait_for_selector('[data-testid="status"][data-state="ready"]')
 
 
