@@ -48,7 +48,7 @@ def verify_sigv4(
     lowered: dict[str, list[str]] = {}
     for name, value in headers:
         lowered.setdefault(name.lower(), []).append(value)
-    match = _AUTH.match((lowered.get("authorization") or [""])[0])
+    match = _AUTH.fullmatch((lowered.get("authorization") or [""])[0])
     if not match:
         raise SignatureError("missing or malformed Authorization header")
     access_key, date, sig_region, sig_service, signed_names, signature = match.groups()
