@@ -32,8 +32,18 @@ def test_n_is_signed_with_a_documented_canonical_form_and_old_urls_still_verify(
     grant = Grant("POST", "/v1/chat/completions", "alice", 1_700_000_000, 1_700_000_300, n=4)
     query = sign_query(grant, "k1", KEY)
     canonical = json.dumps(
-        ["sigstream-url-v1", "POST", "/v1/chat/completions", "k1", "alice", "", "1700000000", "1700000300", *[""] * 4]
-        + ["4"],
+        [
+            "sigstream-url-v1",
+            "POST",
+            "/v1/chat/completions",
+            "k1",
+            "alice",
+            "",
+            "1700000000",
+            "1700000300",
+            *([""] * 4),
+            "4",
+        ],
         separators=(",", ":"),
     ).encode()
     expected = base64.urlsafe_b64encode(hmac.new(KEY, canonical, hashlib.sha256).digest()).rstrip(b"=").decode()
