@@ -38,6 +38,7 @@ GSI = "GSI1"
 MAX_APPEND_ATTEMPTS = 5
 STATUSES = ("complete", "incomplete")
 USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
+HELD_RETRY = 5  # seconds: a budget held only by turns in flight frees up as they finish
 
 
 @dataclass
@@ -421,7 +422,8 @@ class HistoryStore:
                     param="max_tokens",
                 )
             held = tokens
-            update = "ADD #m :one, tokens :r SET expires_at = :exp"
+            # `tokens` counts spent plus held (what the condition needs); `held` alone tells the two apart.
+            update = "ADD #m :one, tokens :r, held :r SET expires_at = :exp"
             condition += " AND (attribute_not_exists(tokens) OR tokens <= :room)"
             values[":r"] = {"N": str(tokens)}
             values[":room"] = {"N": str(daily_tokens - tokens)}
@@ -441,11 +443,16 @@ class HistoryStore:
         except AwsServiceError as exc:
             if exc.code == "ConditionalCheckFailedException":
                 old = from_item(exc.body["Item"]) if isinstance(exc.body.get("Item"), dict) else {}
-                if _number(old.get(minute)) < per_minute and daily_tokens > 0:
+                if _number(old.get(minute)) >= per_minute or daily_tokens <= 0:
+                    raise RateLimitedError("rate limit exceeded", retry_after=60 - int(now) % 60) from exc
+                spent = _number(old.get("tokens")) - _number(old.get("held"))
+                if spent + tokens <= daily_tokens:  # only held by turns in flight: room comes back as they settle
                     raise RateLimitedError(
-                        "the daily token budget for this user is used up", retry_after=_seconds_to_midnight(now)
+                        "the daily token budget for this user is held by requests in progress", retry_after=HELD_RETRY
                     ) from exc
-                raise RateLimitedError("rate limit exceeded", retry_after=60 - int(now) % 60) from exc
+                raise RateLimitedError(
+                    "the daily token budget for this user is used up", retry_after=_seconds_to_midnight(now)
+                ) from exc
             if exc.retryable:
                 raise ServiceUnavailableError("rate limiting is temporarily unavailable") from exc
             raise
@@ -453,15 +460,17 @@ class HistoryStore:
 
     def settle(self, reservation: Reservation, tokens: int) -> None:
         """Replace a reservation by the tokens the turn really used (on the day it was reserved)."""
-        delta = tokens - reservation.tokens
-        if delta == 0:
+        if reservation.tokens == 0 and tokens == 0:
             return
         self._call(
             "UpdateItem",
             {
                 "Key": to_item({"pk": reservation.key, "sk": f"DAY#{reservation.day}"}),
-                "UpdateExpression": "ADD tokens :t",
-                "ExpressionAttributeValues": {":t": {"N": str(delta)}},
+                "UpdateExpression": "ADD tokens :t, held :h",
+                "ExpressionAttributeValues": {
+                    ":t": {"N": str(tokens - reservation.tokens)},
+                    ":h": {"N": str(-reservation.tokens)},
+                },
             },
         )
 
