@@ -48,7 +48,7 @@ def test_n_is_signed_with_a_documented_canonical_form_and_old_urls_still_verify(
     ).encode()
     expected = base64.urlsafe_b64encode(hmac.new(KEY, canonical, hashlib.sha256).digest()).rstrip(b"=").decode()
     params = dict(parse_qsl(query))
-    assert params["n"] == "4" and params["sig"] == expected
+    assert params["n"] == "4" and params["sig"] == expected == "kMuibYuJGrNh2rmAijgLbwzQr9JM8ujrpIuBSv3paVA"  # docs
     verified = verify_query(
         method="POST", path="/v1/chat/completions", raw_query=query, keys={"k1": KEY}, now=NOW, max_lifetime=3600
     )
