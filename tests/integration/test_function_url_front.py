@@ -62,7 +62,10 @@ def test_bodies_over_six_megabytes_get_a_413_the_client_can_read(
     assert status == 413 and json.loads(body) == {"Message": "Request must be smaller than 6291456 bytes"}
     # The front still serves the next request normally.
     status, _, _ = http(
-        "POST", answer["url"], b'{"messages": [{"role": "user", "content": "hi"}]}', {"content-type": "application/json"}
+        "POST",
+        answer["url"],
+        b'{"messages": [{"role": "user", "content": "hi"}]}',
+        {"content-type": "application/json"},
     )
     assert status == 200
 

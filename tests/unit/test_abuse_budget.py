@@ -40,6 +40,8 @@ def test_the_bound_is_what_the_limits_imply() -> None:
     budget = abuse_budget(settings)
     assert budget.requests == settings.rate_limit_per_minute * budget.minute_windows
     assert budget.stateful_turn_tokens == settings.max_input_tokens + settings.max_output_tokens + 6000
-    assert budget.tokens == min(budget.requests * budget.stateful_turn_tokens, 2 * (200_000 + budget.stateful_turn_tokens))
+    assert budget.tokens == min(
+        budget.requests * budget.stateful_turn_tokens, 2 * (200_000 + budget.stateful_turn_tokens)
+    )
     numbers = re.findall(r"\*\*([0-9,]+)\*\*", render(settings))
     assert numbers == [f"{budget.tokens:,}"]

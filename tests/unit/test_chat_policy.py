@@ -84,7 +84,9 @@ def test_the_signed_url_narrows_the_deployment_never_widens_it() -> None:
     )
 
 
-@pytest.mark.parametrize("name", ["service_tier", "store", "metadata", "modalities", "audio", "functions", "Model"])
+@pytest.mark.parametrize(
+    "name", ["service_tier", "store", "metadata", "modalities", "audio", "functions", "Model", "user", "max_tokens "]
+)
 def test_parameters_outside_the_allow_list_are_400s_naming_them(name: str) -> None:
     error = error_of({"messages": HI, name: True})
     assert (error.status, error.param) == (400, name)
@@ -142,6 +144,10 @@ def test_sw1_unsigned_body_policy() -> None:
     assert capped["max_tokens"] == 100
     same = json.dumps({"model": "m1", "max_tokens": 50}).encode()
     assert police_unsigned_body(same, "", ("m1",), 100) == same
+    # Duplicate keys: what is forwarded is what was checked, whichever duplicate a provider's parser keeps.
+    twice = b'{"model": "pricey", "model": "m1", "max_tokens": 999999, "max_tokens": 5}'
+    assert json.loads(police_unsigned_body(twice, "", ("m1",), 100)) == {"model": "m1", "max_tokens": 5}
+    assert b"pricey" not in police_unsigned_body(twice, "", ("m1",), 100)
     both = json.loads(
         police_unsigned_body(json.dumps({"max_tokens": 5, "max_completion_tokens": 900}).encode(), "", (), 100)
     )

@@ -60,7 +60,10 @@ def render(settings: StreamSettings) -> str:
     b = abuse_budget(settings)
     s = settings
     rows = [
-        ("longest a URL works", f"{s.max_url_lifetime} s lifetime + 2 x {s.url_clock_skew_seconds} s skew = {b.url_window_seconds} s"),
+        (
+            "longest a URL works",
+            f"{s.max_url_lifetime} s lifetime + 2 x {s.url_clock_skew_seconds} s skew = {b.url_window_seconds} s",
+        ),
         ("requests it can make", f"{s.rate_limit_per_minute}/min x {b.minute_windows} minute windows = {b.requests:,}"),
         ("output per turn", f"{b.turn_output_tokens:,} tokens (`MaxOutputTokens`; `n` is 1 unless signed)"),
         (
@@ -75,8 +78,14 @@ def render(settings: StreamSettings) -> str:
             else "none (`DailyTokenBudget=0`)",
         ),
         ("UTC days the window touches", f"{b.days}"),
-        ("**at most, in tokens**", f"**{b.tokens:,}** (the lesser of requests x largest turn and days x (budget + one turn))"),
-        ("a leaked SW1 URL", f"{b.sw1_requests:,} requests (default {DEFAULT_URL_RATE_LIMIT}/min per URL); tokens capped only by the app's `max_tokens`"),
+        (
+            "**at most, in tokens**",
+            f"**{b.tokens:,}** (the lesser of requests x largest turn and days x (budget + one turn))",
+        ),
+        (
+            "a leaked SW1 URL",
+            f"{b.sw1_requests:,} requests (default {DEFAULT_URL_RATE_LIMIT}/min per URL); tokens capped only by the app's `max_tokens`",
+        ),
     ]
     table = "\n".join(f"| {name} | {value} |" for name, value in rows)
     return (

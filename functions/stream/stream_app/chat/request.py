@@ -253,7 +253,9 @@ def parse_chat_request(
 def police_unsigned_body(body: bytes, content_type: str, models: tuple[str, ...], max_tokens: int | None) -> bytes:
     """An SW1 app's policy on a body its backend did not sign: model allow-list, one output cap, n of 1.
 
-    Returns the body to forward: unchanged when it already complies, else with the cap written in.
+    Returns the body to forward, always re-serialised from what was checked: forwarding the client's bytes
+    would let `{"model": "pricey", "model": "allowed"}` pass our parser (last wins) and reach a provider
+    whose parser keeps the first.
     """
     doc = parse_json_body(body, content_type)
     if models:
@@ -262,16 +264,13 @@ def police_unsigned_body(body: bytes, content_type: str, models: tuple[str, ...]
             raise PolicyViolationError("model is not allowed for this app", param="model")
     if (_int_field(doc, "n", 1, MAX_N) or 1) > 1:
         raise PolicyViolationError("n exceeds the cap of 1 for unsigned bodies", param="n")
-    if max_tokens is None:
-        return body
-    requested = {name: value for name in _TOKEN_LIMIT_NAMES if (value := _int_field(doc, name, 1, MAX_TOKENS_LIMIT))}
-    effective = min([max_tokens, *requested.values()])
-    if requested and min(requested.values()) > max_tokens:
-        name = min(requested, key=lambda n: requested[n])
-        raise PolicyViolationError(f"{name} exceeds the cap of {max_tokens} for this app", param=name)
-    wanted = {name: effective for name in requested} or {"max_tokens": effective}
-    if {name: doc[name] for name in _TOKEN_LIMIT_NAMES if name in doc} == wanted:
-        return body  # already within the cap, under consistent names
-    for name in _TOKEN_LIMIT_NAMES:
-        doc.pop(name, None)
-    return json.dumps({**doc, **wanted}).encode()
+    if max_tokens is not None:
+        requested = {n: v for n in _TOKEN_LIMIT_NAMES if (v := _int_field(doc, n, 1, MAX_TOKENS_LIMIT))}
+        if requested and min(requested.values()) > max_tokens:
+            name = min(requested, key=lambda n: requested[n])
+            raise PolicyViolationError(f"{name} exceeds the cap of {max_tokens} for this app", param=name)
+        effective = min([max_tokens, *requested.values()])
+        for name in _TOKEN_LIMIT_NAMES:
+            doc.pop(name, None)
+        doc.update(dict.fromkeys(requested or ["max_tokens"], effective))
+    return json.dumps(doc).encode()

@@ -26,9 +26,11 @@ DEFAULT_FORWARDED_PARAMETERS = (
     "response_format",
     "logprobs",
     "top_logprobs",
-    "user",
     "reasoning_effort",
 )
+# Not forwarded by default: `user` / `safety_identifier` name the end user to the provider's abuse systems, so
+# a client choosing them could get someone else flagged; `service_tier`, `store`, `metadata`, `modalities`,
+# `audio`, `prediction`, `web_search_options` change the price or keep data at the provider.
 # A turn is one DynamoDB transaction (at most 100 items): the conversation item, the reply, the client's messages.
 MAX_REQUEST_MESSAGES_LIMIT = 98
 _PARAMETER_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
