@@ -279,3 +279,19 @@ def test_a_refused_request_logs_no_stale_subject(app_stack: LocalStack) -> None:
     assert refused, lines
     assert all(earlier not in json.dumps(line) for line in refused)
     assert all("subject" not in line and "conversation_id" not in line for line in refused)
+
+
+def test_the_openai_sdk_resending_its_own_reply_objects_is_accepted(app_stack: LocalStack) -> None:
+    """`messages.append(completion.choices[0].message)`: the SDK echoes response-only fields; they are dropped."""
+    import openai
+
+    upstream_control(app_stack)
+    answer = signed_url(app_stack, subject=new_subject(), stateless=True)
+    client = openai.OpenAI(base_url=answer["base_url"], api_key="unused", default_query=answer["query"], max_retries=0)
+    history: list[Any] = [{"role": "user", "content": "first"}]
+    reply = client.chat.completions.create(model="local-echo-1", messages=history)
+    history += [reply.choices[0].message, {"role": "user", "content": "second"}]
+    again = client.chat.completions.create(model="local-echo-1", messages=history)
+    assert again.choices[0].message.content == "Echo (3 messages): second"
+    sent = upstream_requests(app_stack)[-1]["body"]["messages"]
+    assert sent[1] == {"role": "assistant", "content": "Echo (1 messages): first"}

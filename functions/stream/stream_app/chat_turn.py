@@ -134,8 +134,8 @@ def chat_turn(request: Request, grant: Grant, deps: ChatDeps) -> HttpResult:
             return turn.whole(response)
         chunks = iter_raw(response)
         first = turn.first_events(chunks)  # errors before the first byte still get a proper status
-    except SigstreamError as error:
-        budget.fail(error)
+    except Exception as error:
+        budget.fail(error if isinstance(error, SigstreamError) else SigstreamError())
         raise
     return HttpResult(200, dict(SSE_HEADERS), turn.stream(first, chunks))
 

@@ -18,7 +18,11 @@ Role = Literal["system", "developer", "user", "assistant", "tool"]
 ROLES: tuple[Role, ...] = ("system", "developer", "user", "assistant", "tool")
 MESSAGE_FIELDS = ("role", "content", "name", "tool_calls", "tool_call_id", "refusal")
 # Response-only fields that SDKs echo back when a client resends `choices[0].message`: accepted, dropped.
-_ECHOED: dict[str, tuple[type, ...]] = {"annotations": (list,), "audio": (type(None),), "function_call": (type(None),)}
+_ECHOED: dict[str, tuple[type, ...]] = {
+    "annotations": (list, type(None)),
+    "audio": (type(None),),
+    "function_call": (type(None),),
+}
 _TOKEN = re.compile(r"[^\s\x00-\x1f\x7f]{1,256}")  # ids and names: visible characters, no whitespace
 _PART_TYPES: dict[str, tuple[str, ...]] = {
     "system": ("text",),
