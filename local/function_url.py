@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import uuid
@@ -27,7 +28,19 @@ from local.url_event import (
 )
 
 MAX_REQUEST = 6 * 1024 * 1024
+# A refused body is still read (and dropped) up to this much / this long, so the client, which is busy
+# writing it, gets to read our 413 instead of a connection reset; beyond either bound, we just close.
+DISCARD_LIMIT = 64 * 1024 * 1024
+LINGER_SECONDS = 10.0
 Logger = Callable[[str, str], None]
+
+
+class _TooLargeError(Exception):
+    """The request body is over MAX_REQUEST."""
+
+
+class _BadFramingError(Exception):
+    """The request body's length cannot be known (bad Content-Length or chunked encoding)."""
 
 
 class FunctionUrlServer(QuietThreadingHTTPServer):
@@ -67,6 +80,7 @@ class _FunctionUrlHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True  # small SSE chunks must leave at once
     server: FunctionUrlServer
+    _body = b""
 
     def log_message(self, format: str, *args: object) -> None:
         """Access logs off: functions log for themselves."""
@@ -76,9 +90,24 @@ class _FunctionUrlHandler(BaseHTTPRequestHandler):
 
     do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
 
-    def _read_body(self) -> bytes | None:
+    def handle_expect_100(self) -> bool:
+        """No 100 Continue for a body we will refuse: the client gets the 413 without sending it."""
+        try:
+            if self._declared_length() > MAX_REQUEST:
+                return True
+        except _BadFramingError:
+            return True  # answered with a 400 by _handle
+        return super().handle_expect_100()
+
+    def _declared_length(self) -> int:
+        text = (self.headers.get("Content-Length") or "0").strip()
+        if not (text.isascii() and text.isdigit()):
+            raise _BadFramingError("bad Content-Length")
+        return int(text)
+
+    def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-            from local.runtime_api import read_chunked
+            from local.runtime_api import ChunkedBodyError, read_chunked
 
             parts: list[bytes] = []
             total = 0
@@ -86,22 +115,63 @@ class _FunctionUrlHandler(BaseHTTPRequestHandler):
             def take(data: bytes) -> None:
                 nonlocal total
                 total += len(data)
-                if total <= MAX_REQUEST:
-                    parts.append(data)
+                if total > MAX_REQUEST:
+                    raise _TooLargeError
+                parts.append(data)
 
-            read_chunked(self.rfile, take)
-            return b"".join(parts) if total <= MAX_REQUEST else None
-        length = int(self.headers.get("Content-Length") or 0)
+            try:
+                read_chunked(self.rfile, take)
+            except ChunkedBodyError as exc:
+                raise _BadFramingError(str(exc)) from exc
+            return b"".join(parts)
+        length = self._declared_length()
         if length > MAX_REQUEST:
-            self.close_connection = True  # do not read a body we refuse
-            return None
+            raise _TooLargeError
         return self.rfile.read(length)
+
+    def _linger(self) -> None:
+        """Half-close, then drain what the client is still sending (bounded), so it reads our answer.
+
+        Closing a socket with unread data makes the kernel send a reset, which destroys the response in
+        the client's receive buffer before a client that writes its whole body first ever reads it.
+        """
+        self.close_connection = True
+        try:
+            self.wfile.flush()
+            self.connection.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + LINGER_SECONDS
+            drained = 0
+            while drained < DISCARD_LIMIT and (left := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(left)
+                data = self.connection.recv(1 << 16)
+                if not data:
+                    return
+                drained += len(data)
+        except OSError:
+            return
+
+    def _take_body(self, extra: list[tuple[str, str]]) -> bool:
+        """Read the body; on a body we cannot take, answer (413 or 400) and return False."""
+        try:
+            self._body = self._read_body()
+            return True
+        except _TooLargeError:
+            status, message = 413, "Request must be smaller than 6291456 bytes"
+        except _BadFramingError:
+            status, message = 400, "Bad Request"
+        self.close_connection = True
+        code, headers, body = _with(extra, _json_error(status, message))
+        self._send_whole(code, [*headers, ("connection", "close")], body)
+        self._linger()
+        return False
 
     def _send_whole(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:
         self.send_response(status)
         for name, value in headers:
             if name.lower() not in ("content-length", "transfer-encoding", "connection"):
                 self.send_header(name, value)
+        if ("connection", "close") in headers:
+            self.send_header("Connection", "close")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if self.command != "HEAD":
@@ -111,14 +181,13 @@ class _FunctionUrlHandler(BaseHTTPRequestHandler):
         cors = self.server.pool.spec.url.cors if self.server.pool.spec.url else {}
         origin = self.headers.get("Origin")
         if self.command == "OPTIONS" and cors and origin and self.headers.get("Access-Control-Request-Method"):
-            self._read_body()
-            self._send_whole(200, cors_headers(cors, origin, preflight=True), b"")
+            if self._take_body([]):
+                self._send_whole(200, cors_headers(cors, origin, preflight=True), b"")
             return
         extra = cors_headers(cors, origin, preflight=False)
-        body = self._read_body()
-        if body is None:
-            self._send_whole(*_with(extra, _json_error(413, "Request must be smaller than 6291456 bytes")))
+        if not self._take_body(extra):
             return
+        body = self._body
         raw_path, _, raw_query = self.path.partition("?")
         req = HttpRequest(
             method=self.command,

@@ -48,7 +48,7 @@ def verify_sigv4(
     lowered: dict[str, list[str]] = {}
     for name, value in headers:
         lowered.setdefault(name.lower(), []).append(value)
-    match = _AUTH.match((lowered.get("authorization") or [""])[0])
+    match = _AUTH.fullmatch((lowered.get("authorization") or [""])[0])
     if not match:
         raise SignatureError("missing or malformed Authorization header")
     access_key, date, sig_region, sig_service, signed_names, signature = match.groups()
@@ -67,9 +67,13 @@ def verify_sigv4(
     names = signed_names.split(";")
     if "host" not in names or any(n not in lowered for n in names):
         raise SignatureError("signed header missing")
-    payload_hash = (lowered.get("x-amz-content-sha256") or [hashlib.sha256(body).hexdigest()])[0]
-    if payload_hash != "UNSIGNED-PAYLOAD" and payload_hash != hashlib.sha256(body).hexdigest():
-        raise SignatureError("payload hash mismatch")
+    # The signature must cover the body itself: the canonical request always carries the body's real hash,
+    # and a declared X-Amz-Content-SHA256 must be that hash. UNSIGNED-PAYLOAD (or a streaming sentinel) would
+    # let a captured request replay with another body, so it is refused, as the Lambda service does.
+    payload_hash = hashlib.sha256(body).hexdigest()
+    declared = lowered.get("x-amz-content-sha256")
+    if declared is not None and (len(declared) != 1 or not hmac.compare_digest(declared[0], payload_hash)):
+        raise SignatureError("payload hash missing from the signature or not the body's")
     expected = aws_sigv4.signature(
         secret_key=secret,
         method=method,

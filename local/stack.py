@@ -13,7 +13,7 @@ from typing import Any, TextIO
 
 from local.aws import ACCESS_KEY, REGION, SECRET_KEY, MotoServer, create_resources, free_port
 from local.aws_proxy import AwsProxy
-from local.fake_provider import FakeProvider
+from local.fake_provider import MODEL, FakeProvider
 from local.function_url import FunctionUrlServer
 from local.pool import ACCOUNT_ID, FunctionPool
 from local.template import FUNCTION_TYPE, Resolver, function_specs, load_template, parameter_defaults
@@ -90,6 +90,8 @@ class LocalStack:
         params = parameter_defaults(self.template, opts.parameters)
         if "UpstreamBaseUrl" in params:
             params["UpstreamBaseUrl"] = self.upstream_base_url
+        if self.upstream is not None and "AllowedModels" in params and "AllowedModels" not in opts.parameters:
+            params["AllowedModels"] = ",".join(filter(None, [params["AllowedModels"], MODEL]))  # the embedded one
         params.update(
             {
                 "AWS::StackName": STACK_NAME,

@@ -42,12 +42,13 @@ class SignRequest(BaseModel):
     model: str | list[str] | None = None
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     body_sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    n: int | None = Field(default=None, ge=1, le=16)  # choices per chat request (absent: 1)
 
     @field_validator("model")
     @classmethod
     def _models(cls, value: str | list[str] | None) -> str | list[str] | None:
         names = [value] if isinstance(value, str) else value or []
-        if len(names) > 16 or not all(MODEL_PATTERN.match(n) for n in names):
+        if len(names) > 16 or not all(MODEL_PATTERN.fullmatch(n) for n in names):
             raise ValueError("model must be a model name or a list of up to 16")
         return value
 
@@ -102,6 +103,7 @@ def sign() -> Response[Any]:
         models=models,
         max_tokens=request.max_tokens,
         body_sha256=request.body_sha256,
+        n=request.n,
     )
     doc = issue_url(
         spec,

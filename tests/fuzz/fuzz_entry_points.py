@@ -14,6 +14,7 @@ from local.url_event import PreludeError, PreludeReader
 from sigstream.core.errors import SigstreamError
 from sigstream.core.signed_url import Grant, verify_query
 from sigstream.core.sw1 import Sw1App, verify_sw1
+from stream_app.chat.policy import ChatPolicy
 from stream_app.chat.request import parse_chat_request
 from stream_app.chat.sse import SseParser
 from stream_app.http_io import parse_event
@@ -68,7 +69,7 @@ def event(data: bytes) -> None:
 
 def chat_body(data: bytes) -> None:
     try:
-        parse_chat_request(data, "application/json", GRANT, "m")
+        parse_chat_request(data, "application/json", GRANT, ChatPolicy("m"))
     except SigstreamError:
         pass
 

@@ -83,11 +83,11 @@ def test_missing_or_wrong_typed_openai_fields(app_stack: LocalStack, doc: dict, 
 
 
 def test_policy_violations(app_stack: LocalStack) -> None:
-    answer = signed_url(app_stack, subject=new_subject(), model=["model-a", "model-b"], max_tokens=10)
+    answer = signed_url(app_stack, subject=new_subject(), model=["gpt-4o-mini", "local-echo-1"], max_tokens=10)
     status, _, body = http(
         "POST",
         answer["url"],
-        json.dumps({"model": "model-c", "messages": [{"role": "user", "content": "x"}]}).encode(),
+        json.dumps({"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}).encode(),
         {"content-type": "application/json"},
     )
     assert_clean_4xx(status, body, param="model", code="policy_violation")
@@ -95,7 +95,7 @@ def test_policy_violations(app_stack: LocalStack) -> None:
         "POST",
         answer["url"],
         json.dumps(
-            {"model": "model-b", "max_completion_tokens": 11, "messages": [{"role": "user", "content": "x"}]}
+            {"model": "local-echo-1", "max_completion_tokens": 11, "messages": [{"role": "user", "content": "x"}]}
         ).encode(),
         {"content-type": "application/json"},
     )

@@ -86,13 +86,13 @@ def test_dynamodb_throttling_is_retried(stack: LocalStack) -> None:
     upstream_control(stack)
     assert stack.aws_proxy is not None
     stack.aws_proxy.reset()
-    stack.aws_proxy.inject(FaultPlan("UpdateItem", 2))
+    stack.aws_proxy.inject(FaultPlan("UpdateItem", 2))  # the reservation, retried; then its settlement
     stack.aws_proxy.inject(FaultPlan("TransactWriteItems", 2))
     answer = signed_url(stack, subject=new_subject())
     status, _, body = chat(answer["url"])
     assert status == 200 and sse_text(body) == "Echo (1 messages): hello there"
     assert len(messages(stack, answer["conversation_id"])) == 2
-    assert stack.aws_proxy.counts["UpdateItem"] == 3 and stack.aws_proxy.counts["TransactWriteItems"] == 3
+    assert stack.aws_proxy.counts["UpdateItem"] == 3 + 1 and stack.aws_proxy.counts["TransactWriteItems"] == 3
 
 
 def test_dynamodb_down_before_the_first_byte_is_a_clean_503(stack: LocalStack) -> None:

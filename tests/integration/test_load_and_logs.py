@@ -133,7 +133,7 @@ def test_logs_never_contain_secrets_signatures_or_signed_urls(app_stack: LocalSt
     http(
         "POST",
         sw1,
-        json.dumps({"model": "m", "messages": [{"role": "user", "content": "sw1"}]}).encode(),
+        json.dumps({"model": "local-echo-1", "messages": [{"role": "user", "content": "sw1"}]}).encode(),
         {"content-type": "application/json"},
     )
     lines = [line for _, line in app_stack.logs.lines[first:]]

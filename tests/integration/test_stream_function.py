@@ -45,7 +45,7 @@ def test_recorded_streams_reach_the_client_unchanged_and_live(app_stack: LocalSt
     upstream_control(app_stack, replay=str(FIXTURES / entry["file"]), delay_ms=15)
     answer = signed_url(app_stack, subject=new_subject(), stateless=True)
     doc = {
-        "model": "gpt-4o",
+        "model": "local-echo-1",
         "stream": True,
         "stream_options": {"include_usage": True},
         "messages": [{"role": "user", "content": "x"}],
@@ -134,7 +134,7 @@ def test_conversation_listing_is_per_subject_newest_first_and_deletable(app_stac
     ids = []
     for text in ("first chat", "second chat"):
         answer = signed_url(app_stack, subject=subject)
-        client_for(answer).chat.completions.create(model="m", messages=[{"role": "user", "content": text}])
+        client_for(answer).chat.completions.create(model="local-echo-1", messages=[{"role": "user", "content": text}])
         ids.append(answer["conversation_id"])
         time.sleep(1.1)  # updated_at has one-second resolution
     listing = signed_url(app_stack, subject=subject, method="GET", path="/v1/conversations")
@@ -158,7 +158,9 @@ def test_conversation_listing_is_per_subject_newest_first_and_deletable(app_stac
 def test_upstream_429_then_success_is_retried_and_stored_once(app_stack: LocalStack) -> None:
     upstream_control(app_stack, faults=[{"status": 429, "retry_after": 0}])
     answer = signed_url(app_stack, subject=new_subject())
-    reply = client_for(answer).chat.completions.create(model="m", messages=[{"role": "user", "content": "retry me"}])
+    reply = client_for(answer).chat.completions.create(
+        model="local-echo-1", messages=[{"role": "user", "content": "retry me"}]
+    )
     assert reply.choices[0].message.content == "Echo (1 messages): retry me"
     assert len(upstream_requests(app_stack)) == 2
     messages = [i for i in table_items(app_stack, answer["conversation_id"]) if i["sk"]["S"].startswith("MSG#")]

@@ -9,7 +9,8 @@ import pytest
 from sigstream.adapters.aws_client import AwsServiceError
 from sigstream.core.errors import ConflictError
 from stream_app.adapters.dynamo_values import to_item
-from stream_app.adapters.history_store import Conversation, HistoryStore
+from stream_app.adapters.history_store import Conversation, HistoryStore, StoredMessage
+from stream_app.chat.messages import Message
 
 CANCELLED = AwsServiceError(
     "TransactionCanceledException", "cancelled", 400, {"CancellationReasons": [{"Code": "ConditionalCheckFailed"}]}
@@ -31,7 +32,7 @@ class ScriptedClient:
         return answer if not callable(answer) else answer(payload)
 
 
-TURN = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+TURN = [StoredMessage(Message("user", "q")), StoredMessage(Message("assistant", "a"))]
 
 
 def test_a_commit_whose_answer_was_lost_is_not_written_twice() -> None:

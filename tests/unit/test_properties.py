@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from local.url_event import HttpRequest, build_event
 from sigstream.core.errors import SigstreamError
 from sigstream.core.signed_url import Grant
+from stream_app.chat.policy import ChatPolicy
 from stream_app.chat.request import parse_chat_request
 from stream_app.http_io import parse_event
 
@@ -88,7 +89,12 @@ GRANT = Grant("POST", "/v1/chat/completions", "u", 0, 1, models=("m",), max_toke
 )
 def test_chat_request_validation_raises_only_our_errors(body) -> None:
     try:
-        request = parse_chat_request(body, "application/json", GRANT, "m")
-        assert request.params["model"] == "m" and request.params["max_tokens"] <= 5
+        request = parse_chat_request(body, "application/json", GRANT, ChatPolicy("m"))
+        assert request.params["model"] == "m" and request.max_output_tokens <= 5
+        assert all(
+            request.params[n] == request.max_output_tokens
+            for n in ("max_tokens", "max_completion_tokens")
+            if n in request.params
+        )
     except SigstreamError:
         pass

@@ -45,6 +45,7 @@ class StreamApp:
 
     def handle(self, event: Any) -> HttpResult:
         """One request, to a result; every failure becomes an OpenAI-shaped JSON error."""
+        logger.clear_state()  # keys appended for the previous invocation (its subject...) must not leak into this one
         observability.begin()
         try:
             request = parse_event(event, self.settings.max_body_bytes)
@@ -98,7 +99,9 @@ class StreamApp:
         )
         logger.append_keys(subject=grant.subject, conversation_id=grant.conversation_id)
         if route.name == "chat":
-            return chat_turn(request, grant, self.chat)
+            return chat_turn(request, grant, self.chat)  # consumes the nonce alongside its other checks
+        if grant.nonce:  # single use means single use, on every route
+            self.store.consume_nonce(grant.nonce, grant.expires + 60)
         if route.name == "list_conversations":
             return conversations.list_conversations(request, grant, self.store)
         if route.name == "list_messages":
@@ -110,7 +113,10 @@ class StreamApp:
         return sw1_proxy(
             request,
             apps,
+            self.store,
             now=self.clock(),
+            max_lifetime=self.settings.max_url_lifetime,
+            skew=self.settings.url_clock_skew_seconds,
             max_body=self.settings.max_body_bytes,
             timeout=self.settings.upstream_timeout_seconds,
             connect_timeout=self.settings.upstream_connect_timeout_seconds,

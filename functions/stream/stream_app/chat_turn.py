@@ -5,14 +5,23 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sigstream.core.errors import BadRequestError, ServiceUnavailableError, SigstreamError, UpstreamError
 from sigstream.core.settings import StreamSettings
 from sigstream.core.signed_url import Grant
-from stream_app.adapters.history_store import Conversation, HistoryStore
+from stream_app.adapters.history_store import (
+    Conversation,
+    HistoryStore,
+    Reservation,
+    StoredMessage,
+    clean_usage,
+    subject_limit_key,
+)
 from stream_app.adapters.upstream_client import Upstream, iter_raw, map_error
+from stream_app.chat.messages import Message, assistant_reply
+from stream_app.chat.policy import ChatPolicy
 from stream_app.chat.reply import Reply
 from stream_app.chat.request import ChatRequest, parse_chat_request
 from stream_app.chat.sse import DONE, SseEvent, SseParser, error_event
@@ -31,63 +40,108 @@ class ChatDeps:
     provider_key: Callable[[], str]
     clock: Callable[[], float]
     pool: ThreadPoolExecutor
+    policy: ChatPolicy = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.policy = ChatPolicy.from_settings(self.settings)
 
 
-def _gather(deps: ChatDeps, grant: Grant) -> tuple[str, Conversation | None, list[dict[str, Any]]]:
-    """Key, rate check, history and nonce in parallel: one round trip of latency, not four."""
-    subject, conversation_id = grant.subject, grant.conversation_id
-    now = deps.clock()
+class _Budget:
+    """A turn's hold on the subject's daily token budget, settled exactly once."""
+
+    def __init__(self, deps: ChatDeps, reservation: Reservation | None, input_tokens: int) -> None:
+        self.deps = deps
+        self.reservation = reservation
+        self.input_tokens = input_tokens  # the estimate, charged when the provider reports no usage
+        self.settled = False
+
+    def settle(self, tokens: int) -> None:
+        if self.settled or self.reservation is None or self.deps.settings.daily_token_budget <= 0:
+            return
+        self.settled = True
+        try:
+            self.deps.store.settle(self.reservation, tokens)
+        except Exception as exc:  # the turn itself is done; a lost settlement is logged and counted
+            record("BudgetSettlementFailures", 1)
+            logger.error("could not settle the token reservation", extra={"error": type(exc).__name__})
+
+    def fail(self, error: SigstreamError) -> None:
+        """Before any answer: a refusal costs nothing; a provider failure or timeout may have billed the prompt."""
+        self.settle(self.input_tokens if error.status in (502, 504) else 0)
+
+
+def _reserve(deps: ChatDeps, grant: Grant, tokens: int) -> Reservation:
     s = deps.settings
-    jobs: list[Future[Any]] = [
-        deps.pool.submit(deps.provider_key),
-        deps.pool.submit(deps.store.check_rate, subject, now, s.rate_limit_per_minute, s.daily_token_budget),
-    ]
-    if conversation_id:
-        jobs.append(deps.pool.submit(deps.store.load, conversation_id, subject, s.history_max_messages))
+    return deps.store.reserve(
+        subject_limit_key(grant.subject), deps.clock(), s.rate_limit_per_minute, s.daily_token_budget, tokens
+    )
+
+
+def _gather(
+    deps: ChatDeps, grant: Grant, chat: ChatRequest
+) -> tuple[str, Conversation | None, list[StoredMessage], Reservation | None]:
+    """Key, rate/budget reservation (stateless) or history, and nonce in parallel: one round trip of latency."""
+    subject, conversation_id = grant.subject, grant.conversation_id
+    s = deps.settings
+    jobs: dict[str, Future[Any]] = {"key": deps.pool.submit(deps.provider_key)}
+    if conversation_id:  # the reservation needs the history window's size: it follows the load
+        jobs["history"] = deps.pool.submit(deps.store.load, conversation_id, subject, s.history_max_messages)
+    else:
+        jobs["reservation"] = deps.pool.submit(_reserve, deps, grant, chat.input_tokens + chat.output_tokens)
     if grant.nonce:
-        jobs.append(deps.pool.submit(deps.store.consume_nonce, grant.nonce, grant.expires + 60))
+        jobs["nonce"] = deps.pool.submit(deps.store.consume_nonce, grant.nonce, grant.expires + 60)
     # Report the most meaningful failure: used nonce, rate limit, unknown conversation, then availability.
-    errors = [f.exception() for f in jobs]
-    for error in sorted((e for e in errors if e), key=lambda e: getattr(e, "status", 999) == 503):
-        if isinstance(error, SigstreamError):
-            raise error
-        raise ServiceUnavailableError("a dependency failed") from error
-    key = jobs[0].result()
-    conversation, history = jobs[2].result() if conversation_id else (None, [])
-    return key, conversation, history
+    errors = [e for e in (f.exception() for f in jobs.values()) if e]
+    if errors:
+        if "reservation" in jobs and jobs["reservation"].exception() is None:
+            _Budget(deps, jobs["reservation"].result(), 0).settle(0)
+        for error in sorted(errors, key=lambda e: getattr(e, "status", 999) == 503):
+            if isinstance(error, SigstreamError):
+                raise error
+            raise ServiceUnavailableError("a dependency failed") from error
+    key = jobs["key"].result()
+    conversation, history = jobs["history"].result() if conversation_id else (None, [])
+    reservation = jobs["reservation"].result() if "reservation" in jobs else None
+    return key, conversation, history, reservation
 
 
 def chat_turn(request: Request, grant: Grant, deps: ChatDeps) -> HttpResult:
     """POST /v1/chat/completions."""
     s = deps.settings
-    chat = parse_chat_request(request.body, request.headers.get("content-type", ""), grant, s.default_model)
-    key, conversation, history = _gather(deps, grant)
+    chat = parse_chat_request(request.body, request.headers.get("content-type", ""), grant, deps.policy)
+    key, conversation, history, reservation = _gather(deps, grant, chat)
     window = select_window(
-        history,
+        [m.message for m in history],
         max_messages=s.history_max_messages,
         token_budget=s.history_token_budget,
         summary=conversation.summary if conversation else None,
     )
-    if s.moderation != "off":
-        _moderate(deps, key, chat)
-    params = {**chat.params, "messages": window + chat.messages}
-    started = deps.clock()
+    input_tokens = chat.input_tokens + sum(m.estimated_tokens() for m in window)
+    if reservation is None:
+        reservation = _reserve(deps, grant, input_tokens + chat.output_tokens)
+    budget = _Budget(deps, reservation, input_tokens)
     try:
-        response = deps.upstream.open_chat(key, params)  # the SDK retries 429/5xx here
-    except Exception as exc:
-        raise map_error(exc) from exc
-    turn = _Turn(deps, chat, conversation, started, response)
-    if not chat.stream:
-        return turn.whole(response)
-    chunks = iter_raw(response)
-    first = turn.first_events(chunks)  # errors before the first byte still get a proper status
+        if s.moderation != "off":
+            _moderate(deps, key, chat)
+        params = {**chat.params, "messages": [m.to_openai() for m in (*window, *chat.messages)]}
+        started = deps.clock()
+        try:
+            response = deps.upstream.open_chat(key, params)  # the SDK retries 429/5xx here
+        except Exception as exc:
+            raise map_error(exc) from exc
+        turn = _Turn(deps, chat, conversation, started, response, budget)
+        if not chat.stream:
+            return turn.whole(response)
+        chunks = iter_raw(response)
+        first = turn.first_events(chunks)  # errors before the first byte still get a proper status
+    except Exception as error:
+        budget.fail(error if isinstance(error, SigstreamError) else SigstreamError())
+        raise
     return HttpResult(200, dict(SSE_HEADERS), turn.stream(first, chunks))
 
 
 def _moderate(deps: ChatDeps, key: str, chat: ChatRequest) -> None:
-    text = "\n".join(
-        m["content"] for m in chat.messages if m.get("role") == "user" and isinstance(m.get("content"), str)
-    )
+    text = "\n".join(m.text() for m in chat.messages if m.role == "user")
     try:
         flagged = deps.upstream.moderate(key, text)
     except Exception as exc:
@@ -103,9 +157,16 @@ class _Turn:
     """Streams one reply and stores it exactly once, complete or not."""
 
     def __init__(
-        self, deps: ChatDeps, chat: ChatRequest, conversation: Conversation | None, started: float, response: Any
+        self,
+        deps: ChatDeps,
+        chat: ChatRequest,
+        conversation: Conversation | None,
+        started: float,
+        response: Any,
+        budget: _Budget,
     ) -> None:
         self.deps = deps
+        self.budget = budget
         self.chat = chat
         self.conversation = conversation
         self.started = started
@@ -206,10 +267,22 @@ class _Turn:
         self.response.close()
         self._store(status)
 
+    def _reply_message(self) -> Message:
+        calls = [self.reply.tool_calls[i] for i in sorted(self.reply.tool_calls)]
+        return assistant_reply(self.reply.content, self.reply.refusal, calls)
+
     def _store(self, status: str) -> None:
         now = self.deps.clock()
-        usage = self.reply.usage or {}
-        tokens_in, tokens_out = int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
+        reply = self._reply_message()
+        usage = clean_usage(self.reply.usage)
+        if usage and ("prompt_tokens" in usage or "completion_tokens" in usage):
+            tokens_in, tokens_out = usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
+        else:  # no usage from the provider: estimate from the text rather than charge nothing
+            tokens_in = self.budget.input_tokens
+            tokens_out = -(-reply.text_chars() // 4) * self.chat.choices
+            if usage and "total_tokens" in usage:
+                tokens_in, tokens_out = 0, usage["total_tokens"]
+        self.budget.settle(tokens_in + tokens_out)
         if self.first_token_at is not None:
             record("TimeToFirstToken", (self.first_token_at - self.started) * 1000, "Milliseconds")
         record("StreamDuration", (now - self.started) * 1000, "Milliseconds")
@@ -218,19 +291,18 @@ class _Turn:
         note(model=self.reply.model or self.chat.params.get("model"), outcome=status)
         if self.conversation is None:
             return
-        assistant = {
-            **self.reply.message(),
-            "finish_reason": self.reply.finish_reason,
-            "usage": self.reply.usage,
-            "model": self.reply.model,
-            "latency_ms": int((now - self.started) * 1000),
-            "status": status,
-        }
-        turn = [{**m, "status": "complete"} for m in self.chat.messages] + [assistant]
+        model = self.reply.model
+        assistant = StoredMessage(
+            reply,
+            status=status,
+            finish_reason=str(self.reply.finish_reason)[:64] if self.reply.finish_reason else None,
+            usage=usage,
+            model=model[:200] if isinstance(model, str) else None,
+            latency_ms=int((now - self.started) * 1000),
+        )
+        turn = [StoredMessage(m) for m in self.chat.messages] + [assistant]
         try:
             self.deps.store.append_turn(self.conversation, turn, now=now, tokens_in=tokens_in, tokens_out=tokens_out)
-            if self.deps.settings.daily_token_budget > 0:
-                self.deps.store.add_tokens(self.conversation.subject, now, tokens_in + tokens_out)
         except SigstreamError as exc:
             # The transaction is all-or-nothing: nothing half-written; the loss is logged and counted.
             record("HistoryWriteFailures", 1)

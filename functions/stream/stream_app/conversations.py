@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import re
+
 from sigstream.core.errors import BadRequestError
 from sigstream.core.signed_url import CONVERSATION_PATTERN, Grant
 from stream_app.adapters.history_store import HistoryStore
 from stream_app.http_io import HttpResult, Request, json_result
 
+_LIMIT = re.compile(r"[0-9]{1,3}")  # ASCII digits only: str.isdigit() also accepts "²", which int() refuses
+
 
 def _limit(request: Request) -> int:
     text = request.query.get("limit", "20")
-    if not text.isdigit() or not 1 <= int(text) <= 100:
+    if not _LIMIT.fullmatch(text) or not 1 <= int(text) <= 100:
         raise BadRequestError("limit must be an integer from 1 to 100", param="limit")
     return int(text)
 
 
 def check_id(conversation_id: str) -> str:
     """Conversation ids are short URL-safe tokens."""
-    if not CONVERSATION_PATTERN.match(conversation_id):
+    if not CONVERSATION_PATTERN.fullmatch(conversation_id):
         raise BadRequestError("conversation id is malformed", param="conversation_id")
     return conversation_id
 

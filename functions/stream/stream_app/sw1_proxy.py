@@ -7,11 +7,14 @@ from typing import Any
 
 from sigstream.core.errors import UpstreamError
 from sigstream.core.sw1 import Sw1App, verify_sw1
+from stream_app.adapters.history_store import HistoryStore, sw1_app_limit_key, sw1_url_limit_key
 from stream_app.adapters.upstream_client import map_error
+from stream_app.chat.request import police_unsigned_body
 from stream_app.http_io import HttpResult, Request
 
-# Only these client headers travel upstream (Signway forwards all of them, cookies included).
-FORWARDED = ("content-type", "accept", "openai-organization", "openai-project")
+# Only these client headers travel upstream (Signway forwards all of them, cookies included). Never the
+# client's openai-organization / openai-project: with our key they would bill another org or project.
+FORWARDED = ("content-type", "accept")
 RETURNED = ("content-type", "cache-control", "x-request-id", "openai-processing-ms")
 
 
@@ -29,14 +32,17 @@ def _normalise(url: str) -> str:
 def sw1_proxy(
     request: Request,
     apps: Mapping[str, Sw1App],
+    store: HistoryStore,
     *,
     now: float,
+    max_lifetime: int,
+    skew: int,
     max_body: int,
     timeout: float,
     connect_timeout: float,
     http_client: Callable[[], Any],
 ) -> HttpResult:
-    """Verify, then stream the upstream response back as it arrives."""
+    """Verify, rate-limit, police an unsigned body, then stream the upstream response back as it arrives."""
     grant, _ = verify_sw1(
         method=request.method,
         raw_query=request.raw_query,
@@ -46,13 +52,21 @@ def sw1_proxy(
         normalise_url=_normalise,
         now=now,
         max_body=max_body,
+        max_lifetime=max_lifetime,
+        skew=skew,
     )
+    app = grant.app
+    store.reserve(sw1_app_limit_key(app.id), now, app.rate_limit_per_minute, 0, 0)
+    store.reserve(sw1_url_limit_key(grant.signature), now, app.url_rate_limit_per_minute, 0, 0)
+    forwarded = request.body
+    if not grant.body_signed and (app.models or app.max_tokens is not None):
+        forwarded = police_unsigned_body(forwarded, request.headers.get("content-type", ""), app.models, app.max_tokens)
     headers = {k: v for k, v in request.headers.items() if k in FORWARDED}
     headers.update({k.lower(): v for k, v in grant.app.headers.items()})  # app headers win, as in Signway
     client = http_client()
     try:
         upstream = client.send(
-            client.build_request(request.method, grant.proxy_url, content=request.body, headers=headers), stream=True
+            client.build_request(request.method, grant.proxy_url, content=forwarded, headers=headers), stream=True
         )
     except Exception as exc:
         raise map_error(exc) from exc

@@ -1,34 +1,44 @@
 """Conversation history, rate limits and single-use nonces in one DynamoDB table.
 
 Keys: conversation `CONV#<id>` / `~META` (sorts after its messages, so one descending query returns it
-first), messages `CONV#<id>` / `MSG#<seq>`, usage `RATE#<subject>` / `DAY#<date>`, nonces `NONCE#<n>`.
+first), messages `CONV#<id>` / `MSG#<seq>`, usage `RATE#<subject>` (SW1: `SW1APP#<id>`, `SW1URL#<hash>`) /
+`DAY#<date>`, nonces `NONCE#<n>`.
 Listing by subject goes through GSI1 (`SUB#<subject>`, `<updated>#<id>`). See docs/adr/0003-table-design.md.
 """
 
 from __future__ import annotations
 
-import base64
+import calendar
 import hashlib
-import json
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sigstream.adapters.aws_client import AwsJsonClient, AwsServiceError
 from sigstream.core.errors import (
     AlreadyUsedError,
-    BadRequestError,
     ConflictError,
     NotFoundError,
+    PolicyViolationError,
     RateLimitedError,
     ServiceUnavailableError,
 )
 from stream_app.adapters.dynamo_values import from_item, to_attr, to_item
+from stream_app.chat.cursors import (
+    conversations_cursor,
+    messages_cursor,
+    parse_conversations_cursor,
+    parse_messages_cursor,
+)
+from stream_app.chat.messages import Message, message_from_stored
 
 META = "~META"
 GSI = "GSI1"
 MAX_APPEND_ATTEMPTS = 5
+STATUSES = ("complete", "incomplete")
+USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
+HELD_RETRY = 5  # seconds: a budget held only by turns in flight frees up as they finish
 
 
 @dataclass
@@ -58,40 +68,111 @@ class Conversation:
         }
 
 
-def _conversation(item: dict[str, Any]) -> Conversation:
+def _number(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _conversation(item: dict[str, Any]) -> Conversation | None:
+    """The conversation item's fields, type-checked; None if it is not one of ours."""
     doc = from_item(item)
+    pk, subject = doc.get("pk"), doc.get("subject")
+    if not isinstance(pk, str) or not pk.startswith("CONV#") or doc.get("sk") != META or not isinstance(subject, str):
+        return None
     return Conversation(
-        id=doc["pk"][5:],
-        subject=doc["subject"],
-        message_count=doc.get("message_count", 0),
-        title=doc.get("title", ""),
-        summary=doc.get("summary"),
-        created_at=doc.get("created_at", 0),
-        updated_at=doc.get("updated_at", 0),
-        tokens_in=doc.get("tokens_in", 0),
-        tokens_out=doc.get("tokens_out", 0),
+        id=pk[5:],
+        subject=subject,
+        message_count=_number(doc.get("message_count")),
+        title=_text(doc.get("title")) or "",
+        summary=_text(doc.get("summary")),
+        created_at=_number(doc.get("created_at")),
+        updated_at=_number(doc.get("updated_at")),
+        tokens_in=_number(doc.get("tokens_in")),
+        tokens_out=_number(doc.get("tokens_out")),
     )
 
 
-def public_message(doc: dict[str, Any]) -> dict[str, Any]:
-    """A stored message in the API shape."""
-    return {k: v for k, v in doc.items() if k not in ("pk", "sk", "expires_at")} | {"object": "conversation.message"}
-
-
-def _cursor(key: dict[str, Any] | None) -> str | None:
-    return base64.urlsafe_b64encode(json.dumps(key).encode()).decode() if key else None
-
-
-def _uncursor(cursor: str | None) -> dict[str, Any] | None:
-    if not cursor:
+def clean_usage(usage: Any) -> dict[str, int] | None:
+    """The provider's usage, reduced to the integer counts we keep."""
+    if not isinstance(usage, dict):
         return None
-    try:
-        key = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        if not isinstance(key, dict):
-            raise ValueError("cursor")
-        return key
-    except ValueError as exc:
-        raise BadRequestError("after is not a valid cursor", param="after") from exc
+    kept = {k: v for k in USAGE_FIELDS if isinstance(v := usage.get(k), int) and not isinstance(v, bool)}
+    return kept or None
+
+
+@dataclass
+class StoredMessage:
+    """A message as the history keeps it: the parsed message plus what the server records about it.
+
+    Items are built from this alone, with the server-owned attributes (keys, id, timestamps, TTL) written
+    last, so no field of a client's message can name or overwrite them.
+    """
+
+    message: Message
+    status: str = "complete"
+    finish_reason: str | None = None
+    usage: dict[str, int] | None = None
+    model: str | None = None
+    latency_ms: int | None = None
+    id: str = field(default_factory=lambda: "msg_" + uuid.uuid4().hex[:24])
+    created_at: int = 0
+
+    def attributes(self) -> dict[str, Any]:
+        """The non-key attributes (message fields and metadata), without nulls."""
+        doc: dict[str, Any] = dict(self.message.to_openai())
+        doc.update(
+            status=self.status,
+            finish_reason=self.finish_reason,
+            usage=self.usage,
+            model=self.model,
+            latency_ms=self.latency_ms,
+        )
+        return {k: v for k, v in doc.items() if v is not None}
+
+    def public(self) -> dict[str, Any]:
+        """The API shape of a stored message."""
+        doc = {**self.message.to_openai(), **self.attributes(), "id": self.id, "created_at": self.created_at}
+        return doc | {"object": "conversation.message"}
+
+    @classmethod
+    def from_item(cls, item: dict[str, Any]) -> StoredMessage | None:
+        """A stored item, re-validated field by field; None if it is not a valid message of ours."""
+        doc = from_item(item)
+        message = message_from_stored(doc)
+        if message is None or not isinstance(doc.get("id"), str):
+            return None
+        status = doc.get("status")
+        return cls(
+            message=message,
+            status=status if status in STATUSES else "incomplete",
+            finish_reason=_text(doc.get("finish_reason")),
+            usage=clean_usage(doc.get("usage")),
+            model=_text(doc.get("model")),
+            latency_ms=_number(doc.get("latency_ms")) if "latency_ms" in doc else None,
+            id=doc["id"],
+            created_at=_number(doc.get("created_at")),
+        )
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Tokens held against a subject's daily budget until the turn's real usage is known."""
+
+    key: str
+    day: str
+    tokens: int
+
+
+def _day(now: float) -> str:
+    return time.strftime("%Y%m%d", time.gmtime(now))
+
+
+def _seconds_to_midnight(now: float) -> int:
+    year, month, day = time.gmtime(now)[:3]
+    return calendar.timegm((year, month, day, 0, 0, 0, 0, 0, 0)) + 86400 - int(now)
 
 
 class HistoryStore:
@@ -110,8 +191,8 @@ class HistoryStore:
                 raise ServiceUnavailableError("history storage is temporarily unavailable") from exc
             raise
 
-    def load(self, conversation_id: str, subject: str, limit: int) -> tuple[Conversation, list[dict[str, Any]]]:
-        """The conversation (new if absent) and its newest `limit` messages, oldest first: one query."""
+    def load(self, conversation_id: str, subject: str, limit: int) -> tuple[Conversation, list[StoredMessage]]:
+        """The conversation (new if absent) and its newest `limit` valid messages, oldest first: one query."""
         result = self._call(
             "Query",
             {
@@ -123,32 +204,32 @@ class HistoryStore:
             },
         )
         items = result.get("Items", [])
-        if items and from_item({"sk": items[0]["sk"]})["sk"] == META:
-            conversation = _conversation(items[0])
-            items = items[1:]
+        found = _conversation(items[0]) if items else None
+        if found is not None:
+            conversation, items = found, items[1:]
+        elif items:  # messages without their conversation item: not something we wrote, never ours to read
+            raise NotFoundError("conversation not found", param="conversation_id")
         else:
             conversation = Conversation(id=conversation_id, subject=subject)
         if conversation.subject != subject:
             raise NotFoundError("conversation not found", param="conversation_id")  # never reveal others'
-        messages = [from_item(i) for i in reversed(items)]
-        return conversation, messages
+        stored = (StoredMessage.from_item(i) for i in reversed(items))
+        return conversation, [m for m in stored if m is not None]
 
     def get(self, conversation_id: str, subject: str) -> Conversation:
         """The conversation item, if this subject owns it."""
         result = self._call(
             "GetItem", {"Key": to_item({"pk": f"CONV#{conversation_id}", "sk": META}), "ConsistentRead": True}
         )
-        if "Item" not in result:
-            raise NotFoundError("conversation not found", param="conversation_id")
-        conversation = _conversation(result["Item"])
-        if conversation.subject != subject:
+        conversation = _conversation(result["Item"]) if "Item" in result else None
+        if conversation is None or conversation.subject != subject:
             raise NotFoundError("conversation not found", param="conversation_id")
         return conversation
 
     def append_turn(
         self,
         conversation: Conversation,
-        messages: list[dict[str, Any]],
+        messages: list[StoredMessage],
         *,
         now: float,
         tokens_in: int,
@@ -159,7 +240,6 @@ class HistoryStore:
         Idempotent: ids are fixed before the first attempt, so a commit whose answer was lost (and whose
         retry then fails its condition) is recognised as ours instead of being written twice.
         """
-        messages = [{**m, "id": m.get("id") or "msg_" + uuid.uuid4().hex[:24]} for m in messages]
         for _ in range(MAX_APPEND_ATTEMPTS):
             first = conversation.message_count
             try:
@@ -172,7 +252,7 @@ class HistoryStore:
                 reasons = [r.get("Code") for r in exc.body.get("CancellationReasons", [])]
                 if "ConditionalCheckFailed" not in reasons:
                     raise ServiceUnavailableError("could not store the turn") from exc
-            if self._stored_at(conversation.id, first + 1) == messages[0]["id"]:
+            if self._stored_at(conversation.id, first + 1) == messages[0].id:
                 conversation.message_count = first + len(messages)
                 return
             conversation.message_count = self.get(conversation.id, conversation.subject).message_count
@@ -182,10 +262,23 @@ class HistoryStore:
         """The id of the message stored at a sequence number, if any."""
         key = to_item({"pk": f"CONV#{conversation_id}", "sk": f"MSG#{seq:08d}"})
         item = self._call("GetItem", {"Key": key, "ConsistentRead": True, "ProjectionExpression": "id"}).get("Item")
-        return str(from_item(item)["id"]) if item else None
+        value = from_item(item).get("id") if item else None
+        return value if isinstance(value, str) else None
+
+    def _message_item(self, pk: str, seq: int, message: StoredMessage, now: float, expires: int) -> dict[str, Any]:
+        """Message attributes first, then the server-owned ones, which therefore always win."""
+        doc = {
+            **message.attributes(),
+            "pk": pk,
+            "sk": f"MSG#{seq:08d}",
+            "id": message.id,
+            "created_at": message.created_at or int(now),
+            "expires_at": expires,
+        }
+        return to_item(doc)
 
     def _transact_append(
-        self, conversation: Conversation, messages: list[dict[str, Any]], now: float, tokens_in: int, tokens_out: int
+        self, conversation: Conversation, messages: list[StoredMessage], now: float, tokens_in: int, tokens_out: int
     ) -> None:
         first = conversation.message_count
         expires = int(now) + self.retention
@@ -222,23 +315,18 @@ class HistoryStore:
                 "ExpressionAttributeValues": {k: to_attr(v) for k, v in updates.items()},
             }
         }
-        puts: list[dict[str, Any]] = []
-        ids: list[str] = []
-        for offset, message in enumerate(messages, start=1):
-            doc = {"pk": pk, "sk": f"MSG#{first + offset:08d}", "expires_at": expires, **message}
-            doc.setdefault("created_at", int(now))
-            ids.append(str(doc["id"]))
-            puts.append(
-                {
-                    "Put": {
-                        "TableName": self.table,
-                        "Item": to_item({k: v for k, v in doc.items() if v is not None}),
-                        "ConditionExpression": "attribute_not_exists(pk)",
-                    }
+        puts = [
+            {
+                "Put": {
+                    "TableName": self.table,
+                    "Item": self._message_item(pk, first + offset, message, now, expires),
+                    "ConditionExpression": "attribute_not_exists(pk)",
                 }
-            )
+            }
+            for offset, message in enumerate(messages, start=1)
+        ]
         # The token makes a retried commit (after a lost response) succeed instead of writing twice.
-        token = hashlib.sha256(f"{pk}:{first}:{ids[0]}".encode()).hexdigest()[:36]
+        token = hashlib.sha256(f"{pk}:{first}:{messages[0].id}".encode()).hexdigest()[:36]
         self.client.call("TransactWriteItems", {"TransactItems": [meta_update, *puts], "ClientRequestToken": token})
 
     def list_conversations(self, subject: str, limit: int, cursor: str | None) -> dict[str, Any]:
@@ -250,12 +338,17 @@ class HistoryStore:
             "ScanIndexForward": False,
             "Limit": limit,
         }
-        start = _uncursor(cursor)
-        if start:
-            payload["ExclusiveStartKey"] = start
+        if cursor:
+            position = parse_conversations_cursor(cursor)
+            start = {"pk": f"CONV#{position.split('#', 1)[1]}", "sk": META, "gsi1pk": f"SUB#{subject}"}
+            payload["ExclusiveStartKey"] = to_item({**start, "gsi1sk": position})
         result = self._call("Query", payload)
-        data = [_conversation(i).public() for i in result.get("Items", [])]
-        return _page(data, result.get("LastEvaluatedKey"))
+        found = (_conversation(i) for i in result.get("Items", []))
+        data = [c.public() for c in found if c is not None and c.subject == subject]
+        last = result.get("LastEvaluatedKey")
+        last_position = from_item(last).get("gsi1sk") if last else None
+        next_cursor = conversations_cursor(last_position) if isinstance(last_position, str) else None
+        return _page(data, next_cursor)
 
     def list_messages(self, conversation_id: str, subject: str, limit: int, cursor: str | None) -> dict[str, Any]:
         """A conversation's messages, oldest first."""
@@ -267,12 +360,18 @@ class HistoryStore:
             "Limit": limit,
             "ConsistentRead": True,
         }
-        start = _uncursor(cursor)
-        if start:
-            payload["ExclusiveStartKey"] = start
+        if cursor:
+            sequence = parse_messages_cursor(cursor)
+            payload["ExclusiveStartKey"] = to_item({"pk": f"CONV#{conversation_id}", "sk": f"MSG#{sequence:08d}"})
         result = self._call("Query", payload)
-        data = [public_message(from_item(i)) for i in result.get("Items", [])]
-        return _page(data, result.get("LastEvaluatedKey"))
+        found = (StoredMessage.from_item(i) for i in result.get("Items", []))
+        data = [m.public() for m in found if m is not None]
+        last = result.get("LastEvaluatedKey")
+        sort_key = from_item(last).get("sk") if last else None
+        next_cursor = (
+            messages_cursor(int(sort_key[4:])) if isinstance(sort_key, str) and sort_key[4:].isdigit() else None
+        )
+        return _page(data, next_cursor)
 
     def delete(self, conversation_id: str, subject: str) -> None:
         """Remove a conversation and all its messages."""
@@ -299,47 +398,79 @@ class HistoryStore:
             if not key:
                 return
 
-    def check_rate(self, subject: str, now: float, per_minute: int, daily_tokens: int) -> None:
-        """Count this request against the subject's minute window and daily token budget (one update)."""
-        day = time.strftime("%Y%m%d", time.gmtime(now))
+    def reserve(self, key: str, now: float, per_minute: int, daily_tokens: int, tokens: int) -> Reservation:
+        """Count a request against `key`'s minute window and hold `tokens` of its daily budget: one atomic update.
+
+        The condition admits the request only if the minute window has room and the tokens already held or
+        spent plus these still fit the budget, so parallel requests can never together overshoot it by
+        more than the difference between one turn's reservation and its real usage.
+        """
+        day = _day(now)
         minute = f"m{int(now) // 60 % 1440:04d}"
+        update = "ADD #m :one SET expires_at = :exp"
         condition = "(attribute_not_exists(#m) OR #m < :limit)"
         values: dict[str, Any] = {
             ":one": {"N": "1"},
             ":limit": {"N": str(per_minute)},
             ":exp": {"N": str(int(now) + 2 * 86400)},
         }
+        held = 0
         if daily_tokens > 0:
-            condition += " AND (attribute_not_exists(tokens) OR tokens < :budget)"
-            values[":budget"] = {"N": str(daily_tokens)}
+            if tokens > daily_tokens:
+                raise PolicyViolationError(
+                    f"this request may use up to {tokens} tokens, more than the daily budget of {daily_tokens}",
+                    param="max_tokens",
+                )
+            held = tokens
+            # `tokens` counts spent plus held (what the condition needs); `held` alone tells the two apart.
+            update = "ADD #m :one, tokens :r, held :r SET expires_at = :exp"
+            condition += " AND (attribute_not_exists(tokens) OR tokens <= :room)"
+            values[":r"] = {"N": str(tokens)}
+            values[":room"] = {"N": str(daily_tokens - tokens)}
         try:
             self.client.call(
                 "UpdateItem",
                 {
                     "TableName": self.table,
-                    "Key": to_item({"pk": f"RATE#{subject}", "sk": f"DAY#{day}"}),
-                    "UpdateExpression": "ADD #m :one SET expires_at = :exp",
+                    "Key": to_item({"pk": key, "sk": f"DAY#{day}"}),
+                    "UpdateExpression": update,
                     "ConditionExpression": condition,
                     "ExpressionAttributeNames": {"#m": minute},
                     "ExpressionAttributeValues": values,
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                 },
             )
         except AwsServiceError as exc:
             if exc.code == "ConditionalCheckFailedException":
-                raise RateLimitedError("rate limit exceeded for this user", retry_after=60 - int(now) % 60) from exc
+                old = from_item(exc.body["Item"]) if isinstance(exc.body.get("Item"), dict) else {}
+                if _number(old.get(minute)) >= per_minute or daily_tokens <= 0:
+                    raise RateLimitedError("rate limit exceeded", retry_after=60 - int(now) % 60) from exc
+                spent = _number(old.get("tokens")) - _number(old.get("held"))
+                if spent + tokens <= daily_tokens:  # only held by turns in flight: room comes back as they settle
+                    raise RateLimitedError(
+                        "the daily token budget for this user is held by requests in progress", retry_after=HELD_RETRY
+                    ) from exc
+                raise RateLimitedError(
+                    "the daily token budget for this user is used up", retry_after=_seconds_to_midnight(now)
+                ) from exc
             if exc.retryable:
                 raise ServiceUnavailableError("rate limiting is temporarily unavailable") from exc
             raise
+        return Reservation(key, day, held)
 
-    def add_tokens(self, subject: str, now: float, tokens: int) -> None:
-        """Charge a turn's tokens to the subject's daily budget."""
-        day = time.strftime("%Y%m%d", time.gmtime(now))
+    def settle(self, reservation: Reservation, tokens: int) -> None:
+        """Replace a reservation by the tokens the turn really used (on the day it was reserved)."""
+        if reservation.tokens == 0 and tokens == 0:
+            return
         self._call(
             "UpdateItem",
             {
-                "Key": to_item({"pk": f"RATE#{subject}", "sk": f"DAY#{day}"}),
-                "UpdateExpression": "ADD tokens :t",
-                "ExpressionAttributeValues": {":t": {"N": str(tokens)}},
+                "Key": to_item({"pk": reservation.key, "sk": f"DAY#{reservation.day}"}),
+                "UpdateExpression": "ADD tokens :t, held :h",
+                "ExpressionAttributeValues": {
+                    ":t": {"N": str(tokens - reservation.tokens)},
+                    ":h": {"N": str(-reservation.tokens)},
+                },
             },
         )
 
@@ -362,19 +493,34 @@ class HistoryStore:
             raise
 
 
-def _title(messages: list[dict[str, Any]]) -> str:
-    for message in messages:
-        if message.get("role") == "user" and isinstance(message.get("content"), str):
-            return str(message["content"])[:80]
+def subject_limit_key(subject: str) -> str:
+    """The limiter item of an end user."""
+    return f"RATE#{subject}"
+
+
+def sw1_app_limit_key(app_id: str) -> str:
+    """The limiter item of a whole SW1 app (its own key space: no subject can share it)."""
+    return f"SW1APP#{app_id}"
+
+
+def sw1_url_limit_key(signature: str) -> str:
+    """The limiter item of one SW1 URL (by its signature's hash)."""
+    return "SW1URL#" + hashlib.sha256(signature.encode()).hexdigest()[:32]
+
+
+def _title(messages: list[StoredMessage]) -> str:
+    for stored in messages:
+        if stored.message.role == "user" and stored.message.text():
+            return stored.message.text()[:80]
     return "New conversation"
 
 
-def _page(data: list[dict[str, Any]], last_key: dict[str, Any] | None) -> dict[str, Any]:
+def _page(data: list[dict[str, Any]], next_cursor: str | None) -> dict[str, Any]:
     return {
         "object": "list",
         "data": data,
         "first_id": data[0]["id"] if data else None,
         "last_id": data[-1]["id"] if data else None,
-        "has_more": bool(last_key),
-        "next_cursor": _cursor(last_key),
+        "has_more": next_cursor is not None,
+        "next_cursor": next_cursor,
     }

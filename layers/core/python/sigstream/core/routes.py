@@ -26,10 +26,10 @@ def match_route(path: str) -> Route | None:
         return Route("chat", "POST")
     if path == CONVERSATIONS_PATH:
         return Route("list_conversations", "GET")
-    found = _MESSAGES.match(path)
+    found = _MESSAGES.fullmatch(path)
     if found:
         return Route("list_messages", "GET", found.group(1))
-    found = _CONVERSATION.match(path)
+    found = _CONVERSATION.fullmatch(path)
     if found:
         return Route("delete_conversation", "DELETE", found.group(1))
     return None

@@ -3,12 +3,39 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from sigstream.core.sw1 import Sw1App
+from sigstream.core.sw1 import DEFAULT_APP_RATE_LIMIT, DEFAULT_URL_RATE_LIMIT, Sw1App
 
 PREFIX = "SIGSTREAM_"
+# Parameters forwarded by default besides the structural ones (model, messages, stream, stream_options,
+# max_tokens, max_completion_tokens, n): they change the answer, not its price beyond the token caps.
+DEFAULT_FORWARDED_PARAMETERS = (
+    "temperature",
+    "top_p",
+    "stop",
+    "presence_penalty",
+    "frequency_penalty",
+    "seed",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
+    "logprobs",
+    "top_logprobs",
+    "reasoning_effort",
+)
+# Not forwarded by default: `user` / `safety_identifier` name the end user to the provider's abuse systems, so
+# a client choosing them could get someone else flagged; `service_tier`, `store`, `metadata`, `modalities`,
+# `audio`, `prediction`, `web_search_options` change the price or keep data at the provider.
+# A turn is one DynamoDB transaction (at most 100 items): the conversation item, the reply, the client's messages.
+MAX_REQUEST_MESSAGES_LIMIT = 98
+_PARAMETER_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_MODEL_NAME = re.compile(r"[A-Za-z0-9._:/@-]{1,100}")
+_APP_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
 
 
 class ConfigError(Exception):
@@ -22,11 +49,22 @@ def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str:
     return value
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, low: int = 0, high: int = 2**63) -> int:
     try:
-        return int(_get(env, name, str(default)))
+        value = int(_get(env, name, str(default)))
     except ValueError as exc:
         raise ConfigError(f"{PREFIX}{name} must be an integer") from exc
+    if not low <= value <= high:
+        raise ConfigError(f"{PREFIX}{name} must be from {low} to {high}")
+    return value
+
+
+def _names(env: Mapping[str, str], name: str, default: str, pattern: re.Pattern[str]) -> tuple[str, ...]:
+    items = tuple(item.strip() for item in _get(env, name, default).split(",") if item.strip())
+    bad = [item for item in items if item != "*" and not pattern.fullmatch(item)]
+    if bad:
+        raise ConfigError(f"{PREFIX}{name} has an invalid entry: {bad[0][:40]!r}")
+    return items
 
 
 @dataclass(frozen=True)
@@ -54,6 +92,13 @@ class StreamSettings:
     moderation: str
     coalesce_ms: int
     log_content: bool
+    allowed_models: tuple[str, ...] = ()
+    max_output_tokens: int = 1024
+    max_input_tokens: int = 8000
+    max_input_chars: int = 32000
+    max_request_messages: int = 32
+    forwarded_parameters: tuple[str, ...] = DEFAULT_FORWARDED_PARAMETERS
+    output_tokens_parameter: str = "max_tokens"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StreamSettings:
@@ -61,6 +106,9 @@ class StreamSettings:
         moderation = _get(env, "MODERATION", "off")
         if moderation not in ("off", "fail-open", "fail-closed"):
             raise ConfigError(f"{PREFIX}MODERATION must be off, fail-open or fail-closed")
+        output_parameter = _get(env, "OUTPUT_TOKENS_PARAMETER", "max_tokens")
+        if output_parameter not in ("max_tokens", "max_completion_tokens"):
+            raise ConfigError(f"{PREFIX}OUTPUT_TOKENS_PARAMETER must be max_tokens or max_completion_tokens")
         return cls(
             table=_get(env, "TABLE"),
             signing_keys_secret=_get(env, "SIGNING_KEYS_SECRET"),
@@ -70,8 +118,8 @@ class StreamSettings:
             default_model=_get(env, "DEFAULT_MODEL", "gpt-4o-mini"),
             max_url_lifetime=_int(env, "MAX_URL_LIFETIME", 3600),
             url_clock_skew_seconds=_int(env, "URL_CLOCK_SKEW_SECONDS", 30),
-            rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 20),
-            daily_token_budget=_int(env, "DAILY_TOKEN_BUDGET", 0),
+            rate_limit_per_minute=_int(env, "RATE_LIMIT_PER_MINUTE", 20, 1),
+            daily_token_budget=_int(env, "DAILY_TOKEN_BUDGET", 200_000),
             history_max_messages=_int(env, "HISTORY_MAX_MESSAGES", 20),
             history_token_budget=_int(env, "HISTORY_TOKEN_BUDGET", 6000),
             retention_days=_int(env, "RETENTION_DAYS", 30),
@@ -83,6 +131,15 @@ class StreamSettings:
             moderation=moderation,
             coalesce_ms=_int(env, "COALESCE_MS", 0),
             log_content=_get(env, "LOG_CONTENT", "false").lower() == "true",
+            allowed_models=_names(env, "ALLOWED_MODELS", "", _MODEL_NAME),
+            max_output_tokens=_int(env, "MAX_OUTPUT_TOKENS", 1024, 1, 10_000_000),
+            max_input_tokens=_int(env, "MAX_INPUT_TOKENS", 8000, 1),
+            max_input_chars=_int(env, "MAX_INPUT_CHARS", 32000, 1),
+            max_request_messages=_int(env, "MAX_REQUEST_MESSAGES", 32, 1, MAX_REQUEST_MESSAGES_LIMIT),
+            forwarded_parameters=_names(
+                env, "FORWARDED_PARAMETERS", ",".join(DEFAULT_FORWARDED_PARAMETERS), _PARAMETER_NAME
+            ),
+            output_tokens_parameter=output_parameter,
         )
 
 
@@ -107,20 +164,45 @@ def parse_signing_keys(text: str) -> SigningKeys:
     return SigningKeys(active, keys)
 
 
+def _optional_int(app: Mapping[str, Any], key: str, default: int | None, low: int = 1) -> int | None:
+    value = app.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ConfigError(f"SW1 app {key} must be an integer of at least {low}")
+    return value
+
+
+def _sw1_app(app: Mapping[str, Any]) -> Sw1App:
+    if not isinstance(app["id"], str) or not _APP_ID.fullmatch(app["id"]):
+        raise ConfigError("SW1 app ids are 1 to 128 characters of A-Z a-z 0-9 . _ : @ -")
+    models = app.get("models") or []
+    if not isinstance(models, list) or not all(isinstance(m, str) and _MODEL_NAME.fullmatch(m) for m in models):
+        raise ConfigError("SW1 app models must be a list of model names")
+    return Sw1App(
+        id=app["id"],
+        secret=str(app["secret"]),
+        allowed_proxies=tuple(app.get("allowed_proxies") or [app["proxy"]]),
+        headers=dict(app.get("headers") or {}),
+        max_lifetime=_optional_int(app, "max_lifetime", None),
+        rate_limit_per_minute=_optional_int(app, "rate_limit_per_minute", DEFAULT_APP_RATE_LIMIT) or 0,
+        url_rate_limit_per_minute=_optional_int(app, "url_rate_limit_per_minute", DEFAULT_URL_RATE_LIMIT) or 0,
+        models=tuple(models),
+        max_tokens=_optional_int(app, "max_tokens", None),
+    )
+
+
 def parse_sw1_apps(text: str) -> dict[str, Sw1App]:
-    """Secret format: {"apps": [{"id", "secret", "proxy" | "allowed_proxies", "headers"}]}."""
+    """Secret format: {"apps": [{"id", "secret", "proxy" | "allowed_proxies", "headers", policy...}]}.
+
+    Policy keys (all optional): "max_lifetime" (seconds; default the deployment's SIGSTREAM_MAX_URL_LIFETIME),
+    "rate_limit_per_minute" (the whole app), "url_rate_limit_per_minute" (one signed URL), and for bodies the
+    app did not sign, "models" (allow-list) and "max_tokens" (cap, also the default). See docs/security.md.
+    """
     if not text:
         return {}
     try:
         apps = json.loads(text).get("apps", [])
-        return {
-            app["id"]: Sw1App(
-                id=app["id"],
-                secret=app["secret"],
-                allowed_proxies=tuple(app.get("allowed_proxies") or [app["proxy"]]),
-                headers=dict(app.get("headers") or {}),
-            )
-            for app in apps
-        }
+        return {app["id"]: _sw1_app(app) for app in apps}
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ConfigError("SW1 apps secret is malformed") from exc

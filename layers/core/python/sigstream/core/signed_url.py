@@ -19,7 +19,7 @@ from sigstream.core.errors import BadRequestError, ExpiredError, InvalidSignatur
 
 VERSION = "1"
 DEFAULT_SKEW = 30
-_PARAMS = ("sv", "kid", "sub", "cid", "nbf", "exp", "models", "max_tokens", "body_sha256", "nonce", "sig")
+_PARAMS = ("sv", "kid", "sub", "cid", "nbf", "exp", "models", "max_tokens", "n", "body_sha256", "nonce", "sig")
 _PATTERNS = {
     "sv": re.compile(r"^1$"),
     "kid": re.compile(r"^[A-Za-z0-9_-]{1,32}$"),
@@ -29,6 +29,7 @@ _PATTERNS = {
     "exp": re.compile(r"^(0|[1-9][0-9]{0,11})$"),
     "models": re.compile(r"^[A-Za-z0-9._:/@-]{1,100}(,[A-Za-z0-9._:/@-]{1,100}){0,15}$"),
     "max_tokens": re.compile(r"^[1-9][0-9]{0,6}$"),
+    "n": re.compile(r"^([1-9]|1[0-6])$"),
     "body_sha256": re.compile(r"^[0-9a-f]{64}$"),
     "nonce": re.compile(r"^[A-Za-z0-9_-]{16,64}$"),
     "sig": re.compile(r"^[A-Za-z0-9_-]{43}$"),
@@ -53,6 +54,7 @@ class Grant:
     max_tokens: int | None = None
     body_sha256: str | None = None
     nonce: str | None = None
+    n: int | None = None  # choices per request (absent: 1)
 
 
 def _canonical(grant: Grant, kid: str) -> bytes:
@@ -70,6 +72,8 @@ def _canonical(grant: Grant, kid: str) -> bytes:
         grant.body_sha256 or "",
         grant.nonce or "",
     ]
+    if grant.n is not None:  # appended only when signed, so URLs issued before `n` existed still verify
+        fields.append(str(grant.n))
     return json.dumps(fields, ensure_ascii=True, separators=(",", ":")).encode()
 
 
@@ -89,12 +93,13 @@ def sign_query(grant: Grant, kid: str, secret: bytes) -> str:
         "exp": str(grant.expires),
         "models": ",".join(grant.models) or None,
         "max_tokens": None if grant.max_tokens is None else str(grant.max_tokens),
+        "n": None if grant.n is None else str(grant.n),
         "body_sha256": grant.body_sha256,
         "nonce": grant.nonce,
     }
     present = {k: v for k, v in params.items() if v is not None}
     for name, value in present.items():
-        if not _PATTERNS[name].match(value):
+        if not _PATTERNS[name].fullmatch(value):
             raise BadRequestError(f"{name} has an invalid value", param=name)
     present["sig"] = _mac(secret, grant, kid)
     return urlencode(present)
@@ -112,7 +117,7 @@ def parse_query(raw_query: str) -> dict[str, str]:
             continue
         if name in found:
             raise BadRequestError(f"query parameter {name} appears more than once", param=name)
-        if not _PATTERNS[name].match(value):
+        if not _PATTERNS[name].fullmatch(value):
             raise BadRequestError(f"query parameter {name} has an invalid value", param=name)
         found[name] = value
     for name in _REQUIRED:
@@ -144,6 +149,7 @@ def verify_query(
         max_tokens=int(found["max_tokens"]) if "max_tokens" in found else None,
         body_sha256=found.get("body_sha256"),
         nonce=found.get("nonce"),
+        n=int(found["n"]) if "n" in found else None,
     )
     kid = found["kid"]
     # Unknown key ids are checked against a throwaway key: same cost, same answer as a bad signature.

@@ -21,6 +21,8 @@ _DATE = re.compile(r"^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$")
 _U32 = re.compile(r"^\+?[0-9]+$")
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 header-name characters
 _MAX_HEADER_NAMES = 64
+DEFAULT_APP_RATE_LIMIT = 120  # requests a minute, the whole app
+DEFAULT_URL_RATE_LIMIT = 20  # requests a minute, one signed URL
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,11 @@ class Sw1App:
     secret: str
     allowed_proxies: tuple[str, ...]
     headers: Mapping[str, str] = field(default_factory=dict)
+    max_lifetime: int | None = None  # None: the deployment's maximum URL lifetime
+    rate_limit_per_minute: int = DEFAULT_APP_RATE_LIMIT
+    url_rate_limit_per_minute: int = DEFAULT_URL_RATE_LIMIT
+    models: tuple[str, ...] = ()  # for bodies the app did not sign: () allows any
+    max_tokens: int | None = None  # for bodies the app did not sign: a cap, and the default
 
     def allows(self, url: str) -> bool:
         """Exact match, or prefix match for entries ending in `*`."""
@@ -44,6 +51,7 @@ class Sw1Grant:
     app: Sw1App
     proxy_url: str
     body_signed: bool
+    signature: str = ""  # identifies the signed URL (its rate limit)
 
 
 def _enc(value: str) -> str:
@@ -51,7 +59,7 @@ def _enc(value: str) -> str:
 
 
 def _parse_u32(value: str) -> int:
-    if not _U32.match(value) or len(value.lstrip("+").lstrip("0")) > 10:
+    if not _U32.fullmatch(value) or len(value.lstrip("+").lstrip("0")) > 10:
         raise BadRequestError("X-Sw-Expires must be an unsigned 32-bit integer", param="X-Sw-Expires")
     number = int(value)
     if number > 0xFFFFFFFF:
@@ -60,12 +68,12 @@ def _parse_u32(value: str) -> int:
 
 
 def _parse_date(value: str) -> int:
-    match = _DATE.match(value)
+    match = _DATE.fullmatch(value)
     if not match:
         raise BadRequestError("X-Sw-Date must look like 20230619T195222Z", param="X-Sw-Date")
     year, month, day, hour, minute, second = (int(g) for g in match.groups())
-    # Validate with calendar arithmetic only: no datetime overflow near year 9999.
-    if not (1 <= month <= 12 and 1 <= day <= calendar.monthrange(max(year, 1), month)[1]):
+    # Validate with calendar arithmetic only: no datetime overflow near year 9999, no year 0.
+    if not (year >= 1 and 1 <= month <= 12 and 1 <= day <= calendar.monthrange(year, month)[1]):
         raise BadRequestError("X-Sw-Date is not a valid date", param="X-Sw-Date")
     if hour > 23 or minute > 59 or second > 59:
         raise BadRequestError("X-Sw-Date is not a valid time", param="X-Sw-Date")
@@ -87,13 +95,20 @@ def verify_sw1(
     normalise_url: Callable[[str], str],
     now: float,
     max_body: int,
+    max_lifetime: int = 3600,
+    skew: int = 30,
 ) -> tuple[Sw1Grant, bytes | None]:
     """Verify an SW1 request as the Signway server does; returns the grant and the body if it was signed.
 
     `read_body(limit)` is only called for signed bodies, after Content-Length was checked against `max_body`.
     `normalise_url` is the WHATWG serialiser (rust-url's `Url::to_string`); it raises ValueError if unparsable.
+    Beyond Signway: a URL may not live longer than the app's `max_lifetime` (default `max_lifetime`), and a
+    date more than `skew` seconds in the future is refused (a URL dated 2099 would otherwise live forever).
     """
-    params = dict(parse_qsl(raw_query, keep_blank_values=True, errors="replace"))  # last value wins, as in Signway
+    try:  # last value wins, as in Signway
+        params = dict(parse_qsl(raw_query, keep_blank_values=True, errors="replace", max_num_fields=64))
+    except ValueError as exc:
+        raise BadRequestError("query string has too many parameters", param="query") from exc
 
     def need(name: str) -> str:
         if name not in params:
@@ -108,7 +123,7 @@ def verify_sw1(
     for raw_name in need("X-Sw-SignedHeaders").split(";"):
         if not raw_name:
             continue
-        if not _TOKEN.match(raw_name):
+        if not _TOKEN.fullmatch(raw_name):
             raise BadRequestError("X-Sw-SignedHeaders has an invalid header name", param="X-Sw-SignedHeaders")
         name = raw_name.lower()
         if name not in signed_names:
@@ -183,4 +198,8 @@ def verify_sw1(
         raise InvalidSignatureError()
     if not app.allows(proxy_url):
         raise InvalidSignatureError()
-    return Sw1Grant(app=app, proxy_url=proxy_url, body_signed=body_signed), body
+    if expires > (app.max_lifetime or max_lifetime):
+        raise InvalidSignatureError()
+    if signed_at > now + skew:
+        raise ExpiredError()
+    return Sw1Grant(app=app, proxy_url=proxy_url, body_signed=body_signed, signature=signature), body

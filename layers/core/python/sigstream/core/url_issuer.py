@@ -29,6 +29,7 @@ class SignSpec:
     models: tuple[str, ...] = ()
     max_tokens: int | None = None
     body_sha256: str | None = None
+    n: int | None = None
 
 
 def random_id(prefix: str) -> str:
@@ -65,7 +66,7 @@ def issue_url(
         conversation_id = new_id("conv_")
     elif route.name != "chat" and conversation_id:
         raise BadRequestError("this path takes no conversation_id", param="conversation_id")
-    if conversation_id is not None and not CONVERSATION_PATTERN.match(conversation_id):
+    if conversation_id is not None and not CONVERSATION_PATTERN.fullmatch(conversation_id):
         raise BadRequestError("conversation_id is malformed", param="conversation_id")
     grant = Grant(
         method=spec.method,
@@ -78,6 +79,7 @@ def issue_url(
         max_tokens=spec.max_tokens,
         body_sha256=spec.body_sha256,
         nonce=new_id("") if spec.single_use else None,
+        n=spec.n,
     )
     query = sign_query(grant, keys.active, keys.keys[keys.active])
     base = stream_url.rstrip("/")

@@ -1,0 +1,117 @@
+// useChat from @ai-sdk/react against a Sigstream Function URL: the UI message stream, resume on load, Stop through the
+// stop route, regenerate, a client-side tool, and errors. Configured by window.SIGSTREAM_USECHAT (see README.md).
+import { useChat } from "@ai-sdk/react";
+import { DefaultChatTransport, TextStreamChatTransport, lastAssistantMessageIsCompleteWithToolCalls } from "ai";
+import { StrictMode, useMemo, useState } from "react";
+import { createRoot } from "react-dom/client";
+import { signedUrlSource } from "./signed-urls.js";
+
+const config = window.SIGSTREAM_USECHAT ?? {};
+const signedUrl = signedUrlSource(config.backend ?? "/backend/signed-url");
+const textMode = new URLSearchParams(location.search).get("transport") === "text";
+
+// Tools the model may call; they run here in the browser (onToolCall), and their definitions go to the provider.
+const TOOLS = [
+  {
+    type: "function",
+    function: {
+      name: "getLocation",
+      description: "The user's current city.",
+      parameters: { type: "object", properties: {}, additionalProperties: false },
+    },
+  },
+];
+
+function makeTransport() {
+  const options = {
+    body: { tools: TOOLS },
+    // Async: a fresh signed URL per request. The body is what DefaultChatTransport would send by default.
+    prepareSendMessagesRequest: async ({ id, messages, trigger, messageId, body, headers }) => ({
+      api: await signedUrl("chat", id),
+      headers,
+      body: { ...body, id, messages, trigger, messageId },
+    }),
+    prepareReconnectToStreamRequest: async ({ id, headers }) => ({ api: await signedUrl("stream", id), headers }),
+  };
+  return textMode
+    ? new TextStreamChatTransport({ ...options, headers: { accept: "text/plain" } })
+    : new DefaultChatTransport(options);
+}
+
+function Part({ part }) {
+  if (part.type === "text") return <span data-testid="text">{part.text}</span>;
+  if (part.type === "dynamic-tool" || part.type.startsWith("tool-")) {
+    const name = part.type === "dynamic-tool" ? part.toolName : part.type.slice(5);
+    return (
+      <span data-testid="tool" data-tool={name} data-state={part.state}>
+        [{name}: {part.state}
+        {part.output !== undefined ? ` → ${JSON.stringify(part.output)}` : ""}]
+      </span>
+    );
+  }
+  return null;
+}
+
+function Chat() {
+  const transport = useMemo(makeTransport, []);
+  const [input, setInput] = useState("");
+  const { messages, sendMessage, status, error, stop, regenerate, addToolResult, clearError } = useChat({
+    id: config.chatId,
+    messages: config.messages ?? [],
+    transport,
+    resume: config.resume !== false, // reload mid-answer: GET {api}/{id}/stream replays the reply in progress
+    sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithToolCalls,
+    async onToolCall({ toolCall }) {
+      if (toolCall.dynamic) return;
+      if (toolCall.toolName === "getLocation") {
+        // Not awaited: addToolResult inside onToolCall must not wait for the chat it is part of.
+        addToolResult({ tool: "getLocation", toolCallId: toolCall.toolCallId, output: { city: "Paris" } });
+      }
+    },
+  });
+
+  async function stopBoth() {
+    // stop() only aborts this fetch; AWS keeps the function (and the provider) running unless asked to stop.
+    stop();
+    const url = await signedUrl("stop", config.chatId);
+    await fetch(url, { method: "POST" }).catch(() => {});
+  }
+
+  return (
+    <main>
+      <h1>useChat → Sigstream {textMode ? "(text stream)" : "(UI message stream)"}</h1>
+      <ol data-testid="messages">
+        {messages.map((m) => (
+          <li key={m.id} data-testid="message" data-role={m.role} data-id={m.id}>
+            <b>{m.role}:</b> {m.parts.map((part, i) => <Part key={i} part={part} />)}
+          </li>
+        ))}
+      </ol>
+      {error && (
+        <div data-testid="error" role="alert">
+          {error.message} <button onClick={clearError}>Dismiss</button>
+        </div>
+      )}
+      <form
+        onSubmit={(e) => {
+          e.preventDefault();
+          if (!input.trim()) return;
+          sendMessage({ text: input });
+          setInput("");
+        }}
+      >
+        <input data-testid="input" value={input} onChange={(e) => setInput(e.target.value)} placeholder="Say something" />
+        <button type="submit" data-testid="send" disabled={status !== "ready" && status !== "error"}>Send</button>
+        <button type="button" data-testid="stop" onClick={stopBoth} disabled={status !== "streaming" && status !== "submitted"}>Stop</button>
+        <button type="button" data-testid="regenerate" onClick={() => regenerate()} disabled={status !== "ready" && status !== "error"}>Regenerate</button>
+      </form>
+      <p data-testid="status" data-state={status}>{status}</p>
+    </main>
+  );
+}
+
+createRoot(document.getElementById("root")).render(
+  <StrictMode>
+    <Chat />
+  </StrictMode>,
+);
