@@ -293,7 +293,8 @@ class HistoryStore:
             ":now": int(now),
             ":title": title,
             ":gpk": f"SUB#{conversation.subject}",
-            ":gsk": f"{int(now):012d}#{conversation.id}",
+            # Milliseconds: two conversations updated in the same second still list newest first.
+            ":gsk": f"{int(now * 1000):013d}#{conversation.id}",
             ":exp": expires,
             ":tin": tokens_in,
             ":tout": tokens_out,
