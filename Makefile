@@ -9,7 +9,7 @@ TOOLS_STAMP := $(TOOLS)/.installed
 LOCAL := PYTHONPATH=$(CURDIR)/layers/core/python $(PY)
 BENCHPATH := PYTHONPATH=$(CURDIR)/layers/core/python:$(CURDIR)/functions/stream $(PY)
 
-.PHONY: dev test lint typecheck invoke sign bench fuzz audit screenshots build clean
+.PHONY: dev test lint typecheck invoke sign bench fuzz audit screenshots build tools lock backend clean
 
 $(STAMP): requirements/dev.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -28,6 +28,20 @@ $(TOOLS_STAMP): requirements/tools.txt
 dev: $(STAMP)
 	$(LOCAL) -m local dev
 
+tools: $(TOOLS_STAMP)
+
+# The example signing backend (examples/flask_backend) against a running `make dev`: http://127.0.0.1:8000/
+backend: $(STAMP)
+	$(PY) -m examples.flask_backend
+
+# The dependency layer's lock: every package pinned with its hashes, resolved for the Lambda target
+# (aarch64 manylinux, CPython 3.12), not this machine. Re-run after editing layers/dependencies/requirements.txt.
+LOCK := layers/dependencies/requirements.lock
+lock: $(TOOLS_STAMP)
+	$(TOOLS)/bin/uv pip compile --quiet --python-version 3.12 --python-platform aarch64-manylinux_2_28 \
+		--only-binary :all: --generate-hashes --no-strip-extras --custom-compile-command "make lock" \
+		-o $(LOCK) layers/dependencies/requirements.txt
+
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
@@ -36,6 +50,7 @@ typecheck: $(STAMP)
 	$(PY) -m mypy --strict layers/streaming-runtime/python
 	MYPYPATH=layers/core/python $(PY) -m mypy --strict -p sigstream
 	MYPYPATH=layers/core/python:functions/stream:layers/streaming-runtime/python $(PY) -m mypy --strict -p stream_app
+	$(PY) -m mypy --strict -p examples
 
 test: lint typecheck $(TOOLS_STAMP)
 	$(PY) -m pytest
@@ -65,7 +80,8 @@ audit: $(STAMP) $(TOOLS_STAMP)
 	$(TOOLS)/bin/bandit -q -r functions layers local bench -ll
 	git ls-files -z | xargs -0 $(TOOLS)/bin/detect-secrets-hook --baseline .secrets.baseline
 	$(TOOLS)/bin/cfn-lint --append-rules cfn_lint_serverless.rules -- template.yaml
-	$(TOOLS)/bin/pip-audit --strict --progress-spinner off -r layers/dependencies/requirements.txt
+	$(TOOLS)/bin/cfn-lint -- bootstrap/*.yaml
+	$(TOOLS)/bin/pip-audit --strict --progress-spinner off --require-hashes --no-deps -r $(LOCK)
 	$(TOOLS)/bin/pip-audit --strict --progress-spinner off -r requirements/dev.txt
 
 screenshots: $(STAMP)

@@ -129,5 +129,20 @@ def sign() -> Response[Any]:
 @logger.inject_lambda_context
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """Lambda handler."""
-    return app.resolve(event, context)
+    """Lambda handler: one access line and one metrics blob per request (0/1 error counters make rates)."""
+    started = time.perf_counter()
+    response = app.resolve(event, context)
+    status = int(response.get("statusCode") or 0)
+    http = (event.get("requestContext") or {}).get("http") or {}
+    metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
+    metrics.add_metric(name="ServerErrors", unit=MetricUnit.Count, value=int(status >= 500))
+    metrics.add_metric(name="ClientErrors", unit=MetricUnit.Count, value=int(400 <= status < 500))
+    access = {
+        "route": "sign" if event.get("rawPath") == "/sign" else "unknown",
+        "method": str(http.get("method", "")),
+        "status": status,
+        "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+        "request_id": str((event.get("requestContext") or {}).get("requestId", "")),
+    }
+    (logger.warning if status >= 500 else logger.info)("access", extra=access)
+    return response

@@ -1,4 +1,4 @@
-"""Browser tests: Debian's Chromium driven by Playwright against `make dev` (a real subprocess)."""
+"""Browser tests: Chromium (Debian's, or the runner's Chrome; see find_chromium) driven by Playwright against `make dev`."""
 
 from __future__ import annotations
 
@@ -18,21 +18,51 @@ import pytest
 
 from tests.conftest import ROOT
 
-CHROMIUM = "/usr/bin/chromium"
 SCREENSHOTS = Path(os.environ.get("SIGSTREAM_SCREENSHOT_DIR") or ROOT / ".local" / "screenshots")
+# SIGSTREAM_CHROMIUM names the browser; otherwise the first of these on PATH that runs (GitHub's runners
+# have google-chrome preinstalled; Debian has chromium; `chromium-browser` is often a snap shim).
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
-def _ensure_chromium() -> None:
-    """Install Debian's chromium when absent (never a Playwright browser download)."""
-    if Path(CHROMIUM).exists():
-        return
+def _runs(path: str) -> bool:
+    try:
+        result = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=False)
+    except OSError:
+        return False
+    return result.returncode == 0 and ("Chromium" in result.stdout or "Chrome" in result.stdout)
+
+
+def find_chromium() -> str | None:
+    """The browser to drive: $SIGSTREAM_CHROMIUM, else the first working one of CHROMIUM_NAMES."""
+    named = os.environ.get("SIGSTREAM_CHROMIUM")
+    if named:
+        return named
+    for name in CHROMIUM_NAMES:
+        path = shutil.which(name)
+        if path and _runs(path):
+            return path
+    return None
+
+
+def _ensure_chromium() -> str:
+    """A Chromium executable; installs Debian's chromium when none is found (never a Playwright download)."""
+    found = find_chromium()
+    if found:
+        if not Path(found).exists():
+            pytest.fail(f"SIGSTREAM_CHROMIUM={found} does not exist")
+        return found
     apt = shutil.which("apt-get")
     if apt is None or os.geteuid() != 0:
-        pytest.fail("Chromium is missing and cannot be installed here (needs root and apt-get)")
+        pytest.fail(
+            f"no Chromium found (set SIGSTREAM_CHROMIUM or put one of {', '.join(CHROMIUM_NAMES)} on PATH); "
+            "it cannot be installed here (needs root and apt-get)"
+        )
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     subprocess.run([apt, "update", "-qq"], check=True, env=env, timeout=600)
     subprocess.run([apt, "install", "-y", "-qq", "chromium"], check=True, env=env, timeout=900)
-    assert Path(CHROMIUM).exists()
+    found = find_chromium()
+    assert found, "apt-get installed chromium but it does not run"
+    return found
 
 
 class DevStack:
@@ -74,13 +104,13 @@ def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
-    """Headless Debian Chromium."""
-    _ensure_chromium()
+    """Headless Chromium (see find_chromium)."""
+    executable = _ensure_chromium()
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
-            executable_path=CHROMIUM,
+            executable_path=executable,
             headless=True,
             args=[
                 "--no-sandbox",

@@ -12,7 +12,18 @@ from typing import Any
 import pytest
 
 from local.aws import MotoServer
-from local.deploy_rehearsal import MOTO_UNSUPPORTED, rehearse, translate
+from local.deploy_rehearsal import (
+    BOOTSTRAP_MOTO_UNSUPPORTED,
+    MOTO_UNSUPPORTED,
+    STAGES,
+    PackageMismatchError,
+    bootstrap,
+    deploy,
+    fetch_package,
+    package,
+    stage_parameters,
+    translate,
+)
 from local.template import load_template
 from tests.conftest import ROOT
 
@@ -34,6 +45,11 @@ def test_cfn_lint_with_serverless_rules_passes() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_cfn_lint_passes_on_the_bootstrap_templates() -> None:
+    result = tool("cfn-lint", "--", "bootstrap/shared.yaml", "bootstrap/stage.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_sam_validate_lint_passes() -> None:
     result = tool("sam", "validate", "--lint", "--template", "template.yaml")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -41,7 +57,7 @@ def test_sam_validate_lint_passes() -> None:
 
 def test_actionlint_passes_on_the_workflows() -> None:
     workflows = sorted(str(p) for p in (ROOT / ".github" / "workflows").glob("*.yml"))
-    assert len(workflows) >= 4
+    assert len(workflows) == 4  # ci, deploy, deploy-stage, rollback
     result = tool("actionlint", *workflows)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -71,11 +87,64 @@ def test_sam_build_makes_an_arm64_python312_dependency_layer(built: Path) -> Non
         tags = [line.split(": ", 1)[1] for line in wheel.read_text().splitlines() if line.startswith("Tag: ")]
         binary = [t for t in tags if not t.endswith("-none-any")]
         assert all(("cp312" in t or "abi3" in t) and "aarch64" in t for t in binary), (wheel, tags)
+    installed = {
+        re.sub(r"[-_.]+", "-", d.name.removesuffix(".dist-info").rsplit("-", 1)[0]).lower()
+        + "=="
+        + d.name.removesuffix(".dist-info").rsplit("-", 1)[1]
+        for d in layer.glob("*.dist-info")
+    }
+    assert installed == set(_locked()), "the layer holds exactly what requirements.lock pins"
     assert (built / "StreamFunction" / "stream_handler.py").exists()
     assert (built / "StreamFunction" / "stream_app" / "chat_turn.py").exists()
     assert (built / "StreamFunction" / "stream_app" / "chat" / "request.py").exists()
     assert not list((built / "StreamFunction").rglob("__pycache__"))
     assert (built / "SignFunction" / "sign_handler.py").exists()
+
+
+LAYER = ROOT / "layers" / "dependencies"
+
+
+def _locked() -> dict[str, list[str]]:
+    """requirements.lock: `name==version` -> its hashes."""
+    locked: dict[str, list[str]] = {}
+    current = ""
+    for line in (LAYER / "requirements.lock").read_text().splitlines():
+        if match := re.match(r"^([A-Za-z0-9._-]+)==([^ \\;]+)", line):
+            current = f"{re.sub(r'[-_.]+', '-', match[1]).lower()}=={match[2]}"
+            locked[current] = []
+        locked_hash = re.search(r"--hash=sha256:([0-9a-f]{64})", line)
+        if locked_hash and current:
+            locked[current].append(locked_hash[1])
+    return locked
+
+
+def test_dependency_lock_pins_every_package_with_hashes_and_the_layer_requires_them() -> None:
+    locked = _locked()
+    assert locked and all(hashes for hashes in locked.values()), "every locked package carries its hashes"
+    top_level = [
+        line.split("#")[0].strip()
+        for line in (LAYER / "requirements.txt").read_text().splitlines()
+        if line.split("#")[0].strip()
+    ]
+    for requirement in top_level:
+        name, version = requirement.split("==")
+        assert f"{re.sub(r'[-_.]+', '-', name).lower()}=={version}" in locked, (
+            f"{requirement} is not in requirements.lock: run `make lock`"
+        )
+    text = (LAYER / "requirements.lock").read_text()
+    assert "make lock" in text.splitlines()[1], "the lock says how to regenerate it"
+    # The lock's roots are exactly today's requirements.txt (a removed package must not linger): uv notes
+    # each package's origin in a "# via" comment block after it.
+    roots = set()
+    for block in re.split(r"\n(?=[A-Za-z0-9])", text):
+        if "-r layers/dependencies/requirements.txt" in block:
+            roots.add(re.sub(r"[-_.]+", "-", block.split("==", 1)[0]).lower())
+    wanted = {re.sub(r"[-_.]+", "-", r.split("==")[0]).lower() for r in top_level}
+    assert roots == wanted, f"requirements.lock is stale (roots {sorted(roots)}): run `make lock`"
+    makefile = (LAYER / "Makefile").read_text()
+    assert "--require-hashes" in makefile and "-r requirements.lock" in makefile
+    root_makefile = (ROOT / "Makefile").read_text()
+    assert "--python-platform aarch64-manylinux_2_28" in root_makefile and "--python-version 3.12" in root_makefile
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +187,13 @@ def _statements(cfn: dict[str, Any]) -> list[dict[str, Any]]:
     for role in _of_type(cfn, "AWS::IAM::Role").values():
         for policy in role.get("Policies", []):
             out += policy["PolicyDocument"]["Statement"]
+    for policy in _of_type(cfn, "AWS::IAM::ManagedPolicy").values():
+        out += policy["PolicyDocument"]["Statement"]
     return out
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
 
 
 def test_no_wildcard_resource_in_data_plane_statements(translated: dict[str, Any]) -> None:
@@ -127,11 +202,12 @@ def test_no_wildcard_resource_in_data_plane_statements(translated: dict[str, Any
         s
         for s in statements
         if any(
-            str(a).split(":")[0] in ("dynamodb", "secretsmanager")
+            str(a).split(":")[0] in ("dynamodb", "secretsmanager", "lambda")
             for a in (s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
         )
     ]
-    assert data_plane, "expected DynamoDB and Secrets Manager statements"
+    services = {str(a).split(":")[0] for s in data_plane for a in _list(s["Action"])}
+    assert services == {"dynamodb", "secretsmanager", "lambda"}, "expected DynamoDB, Secrets Manager and Lambda"
     for statement in data_plane:
         resources = statement["Resource"] if isinstance(statement["Resource"], list) else [statement["Resource"]]
         assert "*" not in resources and all("*" not in json.dumps(r) for r in resources), statement
@@ -145,6 +221,159 @@ def test_sign_function_reaches_only_the_signing_keys(translated: dict[str, Any])
     assert statements == [
         {"Effect": "Allow", "Action": "secretsmanager:GetSecretValue", "Resource": {"Ref": "SigningKeysSecret"}}
     ]
+
+
+def test_backend_policy_grants_both_invoke_actions_on_the_sign_alias_only(translated: dict[str, Any]) -> None:
+    policy = translated["Resources"]["BackendSignPolicy"]
+    assert policy["Type"] == "AWS::IAM::ManagedPolicy"
+    statements = policy["Properties"]["PolicyDocument"]["Statement"]
+    by_action = {a: st for st in statements for a in _list(st["Action"])}
+    # Since October 2025 a Function URL caller needs both (AWS docs, "Control access to Lambda function URLs").
+    assert set(by_action) == {"lambda:InvokeFunctionUrl", "lambda:InvokeFunction"}
+    alias = {"Ref": "SignFunctionAliaslive"}
+    assert all(st["Effect"] == "Allow" and st["Resource"] == alias for st in statements)
+    assert by_action["lambda:InvokeFunctionUrl"]["Condition"] == {
+        "StringEquals": {"lambda:FunctionUrlAuthType": "AWS_IAM"}
+    }
+    sign_url = next(p for p in _of_type(translated, "AWS::Lambda::Url").values() if p["AuthType"] == "AWS_IAM")
+    assert sign_url["TargetFunctionArn"] == alias, "the policy names the very alias the Sign URL serves"
+    assert translated["Outputs"]["BackendSignPolicyArn"]["Value"] == {"Ref": "BackendSignPolicy"}
+    roles = policy["Properties"]["Roles"]
+    assert roles == {"Fn::If": ["HasBackendRoles", {"Ref": "BackendRoleNames"}, {"Ref": "AWS::NoValue"}]}
+
+
+def test_the_public_stream_url_allows_both_invoke_actions(translated: dict[str, Any]) -> None:
+    permissions = [
+        p
+        for p in _of_type(translated, "AWS::Lambda::Permission").values()
+        if p["FunctionName"] == {"Ref": "StreamFunction"}
+    ]
+    actions = {p["Action"]: p for p in permissions}
+    assert set(actions) == {"lambda:InvokeFunctionUrl", "lambda:InvokeFunction"}
+    assert actions["lambda:InvokeFunctionUrl"]["FunctionUrlAuthType"] == "NONE"
+    assert actions["lambda:InvokeFunction"]["InvokedViaFunctionUrl"] is True  # only through the URL
+    assert all(p["Principal"] == "*" for p in permissions)
+
+
+ALARMS = {
+    # metric (namespace, name, service or function) -> what the on-call engineer is told
+    ("Sigstream", "ServerErrors", "sigstream-stream"): "StreamServerErrorRateAlarm",
+    ("Sigstream", "ServerErrors", "sigstream-sign"): "SignServerErrorRateAlarm",
+    ("Sigstream", "ProviderErrors", "sigstream-stream"): "ProviderErrorRateAlarm",
+    ("Sigstream", "HistoryWriteFailures", "sigstream-stream"): "HistoryWriteFailuresAlarm",
+    ("Sigstream", "TimeToFirstToken", "sigstream-stream"): "TimeToFirstTokenAlarm",
+    ("AWS/Lambda", "Throttles", "StreamFunction"): "ThrottlesAlarm",
+    ("AWS/Lambda", "Throttles", "SignFunction"): "ThrottlesAlarm",
+    ("AWS/Lambda", "Errors", "StreamFunction"): "StreamFunctionErrorsAlarm",
+}
+
+
+def _alarm_metrics(alarm: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(namespace, metric, dimension value, statistic) of an alarm, plain or metric math."""
+    plain = [
+        (
+            alarm.get("Namespace"),
+            alarm.get("MetricName"),
+            alarm.get("Dimensions"),
+            alarm.get("Statistic") or alarm.get("ExtendedStatistic"),
+        )
+    ]
+    stats = [
+        (
+            m["MetricStat"]["Metric"]["Namespace"],
+            m["MetricStat"]["Metric"]["MetricName"],
+            m["MetricStat"]["Metric"]["Dimensions"],
+            m["MetricStat"]["Stat"],
+        )
+        for m in alarm.get("Metrics", [])
+        if "MetricStat" in m
+    ]
+    out = []
+    for namespace, name, dimensions, stat in stats or plain:
+        (dimension,) = dimensions
+        value = dimension["Value"]
+        out.append((namespace, name, value["Ref"] if isinstance(value, dict) else value, stat))
+    return out
+
+
+def test_alarms_cover_5xx_provider_errors_throttles_history_and_p95_ttft(translated: dict[str, Any]) -> None:
+    alarms = _of_type(translated, "AWS::CloudWatch::Alarm")
+    found = {(ns, name, dim): logical_id for logical_id, a in alarms.items() for ns, name, dim, _ in _alarm_metrics(a)}
+    assert found == ALARMS
+    stats = {name: stat for a in alarms.values() for _, name, _, stat in _alarm_metrics(a)}
+    assert stats["TimeToFirstToken"] == "p95"
+    assert stats["ServerErrors"] == stats["ProviderErrors"] == "Average"  # 0/1 per request: the average is a rate
+    for logical_id, alarm in alarms.items():
+        assert alarm["AlarmName"]["Fn::Sub"].startswith("${AWS::StackName}-"), logical_id  # the deploy role's scope
+        assert alarm["TreatMissingData"] == "notBreaching", logical_id
+        topic = {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+        assert alarm["AlarmActions"] == alarm["OKActions"] == topic, logical_id
+    assert translated["Parameters"]["AlarmTopicArn"]["Default"] == ""
+
+
+def test_metrics_the_alarms_and_dashboard_read_are_the_ones_the_functions_emit(translated: dict[str, Any]) -> None:
+    emitted = set()
+    for path in (ROOT / "functions").rglob("*.py"):
+        emitted |= set(re.findall(r'(?:record\(|name=|\()"([A-Z][A-Za-z0-9]+)"', path.read_text()))
+    read = {
+        name
+        for a in _of_type(translated, "AWS::CloudWatch::Alarm").values()
+        for ns, name, _, _ in _alarm_metrics(a)
+        if ns == "Sigstream"
+    }
+    (dashboard,) = _of_type(translated, "AWS::CloudWatch::Dashboard").values()
+    body_text = dashboard["DashboardBody"]["Fn::Sub"]
+    read |= set(re.findall(r'"Sigstream", "([A-Za-z0-9]+)"', body_text)) | set(
+        re.findall(r'MetricName=\\"([A-Za-z0-9]+)\\"', body_text)
+    )
+    read |= set(re.findall(r'\[".", "([A-Za-z0-9]+)"', body_text)) - {"Throttles", "Errors"}
+    assert read and read <= emitted, f"read but never emitted: {sorted(read - emitted)}"
+    values = {
+        "AWS::Region": "us-east-1",
+        "StreamFunction": "fn",
+        "StreamLogGroup": "/aws/lambda/fn",
+        "TimeToFirstTokenThreshold": "5000",
+    }
+    body = json.loads(re.sub(r"\$\{([^}]+)\}", lambda m: values[m[1]], body_text))
+    assert len(body["widgets"]) >= 6
+
+
+def test_reserved_concurrency_is_a_parameter_set_per_stage(translated: dict[str, Any]) -> None:
+    import tomllib
+
+    stream = translated["Resources"]["StreamFunction"]["Properties"]
+    assert stream["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["HasStreamReservedConcurrency", {"Ref": "StreamReservedConcurrency"}, {"Ref": "AWS::NoValue"}]
+    }
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    for stage in ("dev", "staging", "prod"):
+        assert "StreamReservedConcurrency=" in config[stage]["deploy"]["parameters"]["parameter_overrides"], stage
+
+
+def test_custom_domain_is_off_by_default_and_keeps_streaming_and_cors() -> None:
+    template = load_template(ROOT / "template.yaml")
+    for logical_id, resource in template["Resources"].items():
+        for key in ("CodeUri", "ContentUri"):
+            if key in resource.get("Properties", {}):
+                resource["Properties"][key] = f"s3://artifacts/{logical_id}.zip"
+    cfn = translate(template)
+    assert template["Parameters"]["CustomDomainName"]["Default"] == ""
+    distribution = cfn["Resources"]["StreamDistribution"]
+    assert distribution["Condition"] == "UseCustomDomain"
+    config = distribution["Properties"]["DistributionConfig"]
+    behaviour = config["DefaultCacheBehavior"]
+    assert behaviour["CachePolicyId"] == "4135ea2d-6df8-44a3-9df3-4b5a84be39ad"  # Managed-CachingDisabled
+    assert behaviour["OriginRequestPolicyId"] == "b689b0a8-53d0-40ab-baf2-68738e2966ac"  # AllViewerExceptHostHeader
+    assert behaviour["Compress"] is False and "ResponseHeadersPolicyId" not in behaviour  # CORS stays the URL's
+    assert {"GET", "POST", "DELETE", "OPTIONS"} <= set(behaviour["AllowedMethods"])
+    (origin,) = config["Origins"]
+    assert origin["DomainName"] == {
+        "Fn::Select": [2, {"Fn::Split": ["/", {"Fn::GetAtt": ["StreamFunctionUrl", "FunctionUrl"]}]}]
+    }
+    assert config["ViewerCertificate"]["AcmCertificateArn"] == {"Ref": "CustomDomainCertificateArn"}
+    sign_env = cfn["Resources"]["SignFunction"]["Properties"]["Environment"]["Variables"]
+    assert sign_env["SIGSTREAM_STREAM_URL"]["Fn::If"][0] == "UseCustomDomain"  # signed URLs name the domain
+    assert cfn["Outputs"]["StreamCustomDomainUrl"]["Condition"] == "UseCustomDomain"
 
 
 def _env_reads() -> dict[str, set[str]]:
@@ -211,20 +440,79 @@ def test_samconfig_has_every_stage() -> None:
         assert f"Stage={'dev' if stage == 'default' else stage}" in deploy["parameter_overrides"]
 
 
-def test_deploy_rehearsal_against_moto_server(built: Path) -> None:
+def test_deploy_rehearsal_promotes_one_package_through_every_stage(built: Path, tmp_path: Path) -> None:
+    """As deploy.yml does it: bootstrap, `sam package` once, then dev -> staging -> prod from that package."""
     moto = MotoServer.start()
     try:
-        result = rehearse(built, moto)
-        lambda_client = moto.client("lambda")
-        functions = {f["FunctionName"]: f for f in lambda_client.list_functions()["Functions"]}
+        boot = bootstrap(moto, ROOT)
+        bucket = boot["shared"].outputs["ArtifactsBucketName"]
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        built_once = package(built, moto, TOOLS / "sam", bucket, sha or "0" * 40, tmp_path / "build")
+        deployed = {}
+        for stage in STAGES:
+            packaged = fetch_package(moto, bucket, built_once.key, built_once.sha256, tmp_path / stage)
+            stack_name, parameters = stage_parameters(ROOT, stage)
+            deployed[stage] = (packaged, deploy(packaged, moto, stack_name, parameters))
+        with pytest.raises(PackageMismatchError):  # a package that is not the build's is refused
+            moto.client("s3").put_object(Bucket=bucket, Key=built_once.key, Body=b"# not the build\n")
+            fetch_package(moto, bucket, built_once.key, built_once.sha256, tmp_path / "tampered")
+        lambda_client, iam = moto.client("lambda"), moto.client("iam")
+        functions = lambda_client.list_functions()["Functions"]
+        concurrency = {
+            f["FunctionName"]: lambda_client.get_function_concurrency(FunctionName=f["FunctionName"]).get(
+                "ReservedConcurrentExecutions"
+            )
+            for f in functions
+        }
+        smoke_policies = {
+            stage: [
+                p["PolicyArn"]
+                for p in iam.list_attached_role_policies(RoleName=f"sigstream-smoke-{stage}")["AttachedPolicies"]
+            ]
+            for stage in STAGES
+        }
+        boundaries = {
+            r["RoleName"]: (r.get("PermissionsBoundary") or {}).get("PermissionsBoundaryArn")
+            for r in (iam.get_role(RoleName=f["Role"].rsplit("/", 1)[1])["Role"] for f in functions)
+        }
         layers = lambda_client.list_layers()["Layers"]
     finally:
         moto.stop()
-    assert result.status == "CREATE_COMPLETE"
-    expected = {k: v["Type"] for k, v in result.translated["Resources"].items() if v["Type"] not in MOTO_UNSUPPORTED}
-    assert result.created == expected  # everything moto models was created
-    # What moto cannot create is exactly what docs/deploy.md says (update both if moto gains support).
-    assert set(result.skipped.values()) == MOTO_UNSUPPORTED
-    stream = next(f for name, f in functions.items() if "StreamFunction" in name)
-    assert stream["Runtime"] == "python3.12"  # (moto reports x86_64 whatever Architectures says)
-    assert len(layers) == 3  # (moto does not attach them to the function, so they are checked by name)
+    assert {k: v.status for k, v in boot.items()} == dict.fromkeys(("shared", *STAGES), "CREATE_COMPLETE")
+    assert set(boot["shared"].created.values()) | BOOTSTRAP_MOTO_UNSUPPORTED >= {"AWS::S3::Bucket", "AWS::IAM::Role"}
+    # The same bytes everywhere: each stage deployed the package with the build's hash ...
+    assert {p.read_bytes() for p, _ in deployed.values()} == {built_once.path.read_bytes()}
+    for stage, (_, result) in deployed.items():
+        assert result.status == "CREATE_COMPLETE", stage
+        conditional = {k for k, v in result.translated["Resources"].items() if "Condition" in v}
+        assert conditional == {"StreamDistribution"}  # no stage sets CustomDomainName: off, so not created
+        expected = {
+            k: v["Type"]
+            for k, v in result.translated["Resources"].items()
+            if v["Type"] not in MOTO_UNSUPPORTED and k not in conditional
+        }
+        assert result.created == expected, stage  # everything moto models was created
+        # What moto cannot create is exactly what docs/deploy.md says (update both if moto gains support).
+        assert set(result.skipped.values()) == MOTO_UNSUPPORTED, stage
+        # ... so every stage runs the same code (and the code came from the artifacts bucket).
+        code = {
+            k: v["Properties"].get("Code") or v["Properties"].get("Content")
+            for k, v in result.translated["Resources"].items()
+            if v["Type"] in ("AWS::Lambda::Function", "AWS::Lambda::LayerVersion")
+        }
+        assert all(c["S3Bucket"] == bucket and c["S3Key"].startswith(f"sigstream/{sha}/") for c in code.values())
+        assert smoke_policies[stage] == [result.outputs["BackendSignPolicyArn"]], (
+            "the smoke role gets the backend policy"
+        )
+    code_by_stage = {
+        stage: sorted(f["CodeSha256"] for f in functions if f["FunctionName"].startswith(f"sigstream-{stage}-"))
+        for stage in STAGES
+    }
+    assert len({tuple(v) for v in code_by_stage.values()}) == 1 and len(code_by_stage["prod"]) == 2
+    stream_concurrency = {n.split("-")[1]: v for n, v in concurrency.items() if "StreamFunction" in n}
+    assert stream_concurrency == {"dev": None, "staging": 20, "prod": 200}  # samconfig per stage; 0 = unreserved
+    for role, boundary in boundaries.items():
+        stage = role.split("-")[1]
+        assert boundary == f"arn:aws:iam::123456789012:policy/sigstream-boundary-{stage}", role
+    # Three layers per stage (moto names them per stack and does not attach them to the functions).
+    assert len({layer["LayerName"] for layer in layers}) == 3 * len(STAGES)

@@ -13,12 +13,12 @@ from sigstream.core.routes import match_route
 from sigstream.core.settings import StreamSettings, parse_signing_keys, parse_sw1_apps
 from sigstream.core.signed_url import verify_query
 from sigstream.core.sw1 import is_sw1_query
-from stream_app import conversations
+from stream_app import conversations, observability
 from stream_app.adapters.history_store import HistoryStore
 from stream_app.adapters.upstream_client import Upstream
 from stream_app.chat_turn import ChatDeps, chat_turn
 from stream_app.http_io import HttpResult, Request, error_result, parse_event
-from stream_app.observability import logger, record
+from stream_app.observability import logger
 from stream_app.sw1_proxy import sw1_proxy
 
 
@@ -46,23 +46,43 @@ class StreamApp:
     def handle(self, event: Any) -> HttpResult:
         """One request, to a result; every failure becomes an OpenAI-shaped JSON error."""
         logger.clear_state()  # keys appended for the previous invocation (its subject...) must not leak into this one
+        observability.begin()
         try:
             request = parse_event(event, self.settings.max_body_bytes)
             logger.append_keys(request_id=request.request_id)
-            return self._route(request)
+            observability.note(request_id=request.request_id, method=request.method)
+            result = self._route(request)
         except SigstreamError as error:
-            record("ClientErrors" if error.status < 500 else "ServerErrors", 1, code=error.code)
-            logger.info("request refused", extra={"status": error.status, "code": error.code, "param": error.param})
-            return error_result(error)
-        except Exception:
-            logger.exception("unexpected failure")
-            record("ServerErrors", 1, code="internal_error")
-            return error_result(SigstreamError())
+            self._log_refusal(error)
+            result = error_result(error)
+        except Exception as exc:
+            logger.exception("unexpected failure", extra={"cause": observability.describe_cause(exc)})
+            observability.note(code="internal_error")
+            result = error_result(SigstreamError())
+        observability.note(status=result.status)
+        return result
+
+    @staticmethod
+    def _log_refusal(error: SigstreamError) -> None:
+        """4xx at INFO; a failing provider or dependency at WARNING/ERROR, with its cause."""
+        observability.note(code=error.code)
+        extra = {"status": error.status, "code": error.code, "param": error.param}
+        if error.status < 500:
+            logger.info("request refused", extra=extra)
+            return
+        extra["cause"] = observability.describe_cause(error.__cause__)
+        if error.code in observability.UPSTREAM_CODES:
+            logger.warning("provider failed", extra=extra)  # theirs, not ours: alarmed on its rate
+        else:
+            logger.error("dependency failed", extra=extra)
 
     def _route(self, request: Request) -> HttpResult:
         if request.path == "/" and is_sw1_query(request.raw_query):
+            observability.note(route="sw1")
             return self._sw1(request)
         route = match_route(request.path)
+        if route is not None:
+            observability.note(route=route.name)
         if route is None:
             raise NotFoundError(f"no route for {request.path[:100]}", param="path")
         if request.method != route.method:

@@ -27,7 +27,7 @@ from stream_app.chat.request import ChatRequest, parse_chat_request
 from stream_app.chat.sse import DONE, SseEvent, SseParser, error_event
 from stream_app.chat.window import select_window
 from stream_app.http_io import SSE_HEADERS, HttpResult, Request, json_result
-from stream_app.observability import logger, record
+from stream_app.observability import describe_cause, logger, note, record
 
 
 @dataclass
@@ -254,7 +254,7 @@ class _Turn:
         except Exception as exc:
             error = map_error(exc)
             record("StreamErrors", 1, kind=error.code)
-            logger.warning("upstream failed mid-stream", extra={"kind": error.code})
+            logger.warning("upstream failed mid-stream", extra={"kind": error.code, "cause": describe_cause(exc)})
             yield b"".join([*pending, error_event(error.code, error.message)])
             return "incomplete"
         if not self.saw_done:
@@ -288,6 +288,7 @@ class _Turn:
         record("StreamDuration", (now - self.started) * 1000, "Milliseconds")
         record("TokensIn", tokens_in)
         record("TokensOut", tokens_out)
+        note(model=self.reply.model or self.chat.params.get("model"), outcome=status)
         if self.conversation is None:
             return
         model = self.reply.model

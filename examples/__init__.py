@@ -1,0 +1,1 @@
+"""Examples of using Sigstream from other software."""
