@@ -43,9 +43,11 @@ def lambda_environment(spec: FunctionSpec, runtime_api: str, aws_env: dict[str, 
         "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
         "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
         "AWS_LAMBDA_LOG_STREAM_NAME": time.strftime("%Y/%m/%d/[$LATEST]") + uuid.uuid4().hex,
-        **aws_env,
     }
     env.update(spec.environment)
+    # Then the local AWS: credentials as Lambda sets them, and the endpoint overrides the template declares
+    # empty (as `sam local invoke --env-vars` fills them in).
+    env.update(aws_env)
     return env
 
 

@@ -148,19 +148,20 @@ def test_sign_function_reaches_only_the_signing_keys(translated: dict[str, Any])
 
 
 def _env_reads() -> dict[str, set[str]]:
-    """SIGSTREAM_* names each function's code reads (config helpers and os.environ)."""
-    core = ROOT / "layers" / "core" / "python" / "sigstream"
-    config_names = {
-        "SIGSTREAM_" + n
-        for n in re.findall(r'_(?:get|int)\(env, "([A-Z0-9_]+)"', (core / "core" / "settings.py").read_text())
+    """SIGSTREAM_* names each function's code reads (its settings class and os.environ)."""
+    settings = (ROOT / "layers" / "core" / "python" / "sigstream" / "core" / "settings.py").read_text()
+    by_class = {
+        name: {"SIGSTREAM_" + n for n in re.findall(r'_(?:get|int|url)\(env, "([A-Z0-9_]+)"', body)}
+        for name, body in re.findall(r"^class (\w+Settings)\b(.*?)(?=^\S)", settings, re.S | re.M)
     }
     reads: dict[str, set[str]] = {}
     for function, folder in (("StreamFunction", "stream"), ("SignFunction", "sign")):
         names = set()
         for path in (ROOT / "functions" / folder).rglob("*.py"):
-            names |= set(re.findall(r'os\.environ(?:\.get\(|\[)"(SIGSTREAM_[A-Z0-9_]+)"', path.read_text()))
-            if "StreamSettings.from_env" in path.read_text():
-                names |= config_names
+            text = path.read_text()
+            names |= set(re.findall(r'os\.environ(?:\.get\(|\[)"(SIGSTREAM_[A-Z0-9_]+)"', text))
+            for settings_class in re.findall(r"(\w+Settings)\.from_env", text):
+                names |= by_class[settings_class]
         reads[function] = names
     return reads
 

@@ -6,11 +6,11 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sigstream.adapters.aws_client import DYNAMODB, SECRETS_MANAGER, client_from_environment
+from sigstream.adapters.aws_client import DYNAMODB, SECRETS_MANAGER, AwsServiceError, client_from_environment
 from sigstream.adapters.secret_cache import SecretCache
-from sigstream.core.errors import MethodNotAllowedError, NotFoundError, SigstreamError
+from sigstream.core.errors import MethodNotAllowedError, NotFoundError, ServiceUnavailableError, SigstreamError
 from sigstream.core.routes import match_route
-from sigstream.core.settings import StreamSettings, parse_signing_keys, parse_sw1_apps
+from sigstream.core.settings import ConfigError, StreamSettings, parse_sw1_apps
 from sigstream.core.signed_url import verify_query
 from sigstream.core.sw1 import is_sw1_query
 from stream_app import conversations
@@ -51,12 +51,32 @@ class StreamApp:
             return self._route(request)
         except SigstreamError as error:
             record("ClientErrors" if error.status < 500 else "ServerErrors", 1, code=error.code)
-            logger.info("request refused", extra={"status": error.status, "code": error.code, "param": error.param})
+            if error.status < 500:
+                logger.info("request refused", extra={"status": error.status, "code": error.code, "param": error.param})
+            else:  # the client sees only the public message; the log says what broke and where
+                logger.error("request failed", extra={"status": error.status, "code": error.code, **self._cause(error)})
             return error_result(error)
+        except ConfigError as exc:  # a malformed secret (e.g. the SW1 apps): a deployment fault
+            record("ServerErrors", 1, code="service_unavailable")
+            logger.error("request failed", extra={"status": 503, "code": "config_error", **self._cause(exc)})
+            return error_result(ServiceUnavailableError("the service is misconfigured; try again later"))
+        except AwsServiceError as exc:  # e.g. the table does not exist: a deployment fault, not the client's
+            record("ServerErrors", 1, code="service_unavailable")
+            logger.error("request failed", extra={"status": 503, "code": exc.code, **self._cause(exc)})
+            return error_result(ServiceUnavailableError("history storage is temporarily unavailable"))
         except Exception:
             logger.exception("unexpected failure")
             record("ServerErrors", 1, code="internal_error")
             return error_result(SigstreamError())
+
+    def _cause(self, error: Exception) -> dict[str, Any]:
+        cause = error.cause() if isinstance(error, SigstreamError) else f"{type(error).__name__}: {error}"
+        return {
+            "cause": cause,
+            "table": self.settings.table,
+            "dynamodb_endpoint": self.store.client.endpoint,
+            "upstream_base_url": self.settings.upstream_base_url,
+        }
 
     def _route(self, request: Request) -> HttpResult:
         if request.path == "/" and is_sw1_query(request.raw_query):
@@ -66,7 +86,7 @@ class StreamApp:
             raise NotFoundError(f"no route for {request.path[:100]}", param="path")
         if request.method != route.method:
             raise MethodNotAllowedError(f"{request.method} is not allowed on this path", param="method")
-        keys = parse_signing_keys(self.secrets.get(self.settings.signing_keys_secret)).keys
+        keys = self.secrets.signing_keys(self.settings.signing_keys_secret).keys
         grant = verify_query(
             method=request.method,
             path=request.path,
@@ -99,8 +119,12 @@ class StreamApp:
 
 
 def build_app(env: Mapping[str, str], clock: Callable[[], float]) -> StreamApp:
-    """Wire settings and adapters from the environment (no network calls)."""
-    settings = StreamSettings.from_env(env)
+    """Wire settings and adapters from the environment (no network calls); bad settings stop the start."""
+    try:
+        settings = StreamSettings.from_env(env)
+    except ConfigError as exc:
+        logger.error("configuration error: the Stream function cannot start", extra={"cause": str(exc)})
+        raise
     secrets_client = client_from_environment(SECRETS_MANAGER, env)
     dynamo_client = client_from_environment(DYNAMODB, env)
     upstream = Upstream(
