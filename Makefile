@@ -9,7 +9,7 @@ TOOLS_STAMP := $(TOOLS)/.installed
 LOCAL := PYTHONPATH=$(CURDIR)/layers/core/python $(PY)
 BENCHPATH := PYTHONPATH=$(CURDIR)/layers/core/python:$(CURDIR)/functions/stream $(PY)
 
-.PHONY: dev test lint typecheck invoke sign bench fuzz audit screenshots build clean
+.PHONY: dev test lint typecheck invoke event sign bench fuzz audit screenshots build clean
 
 $(STAMP): requirements/dev.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -36,6 +36,8 @@ typecheck: $(STAMP)
 	$(PY) -m mypy --strict layers/streaming-runtime/python
 	MYPYPATH=layers/core/python $(PY) -m mypy --strict -p sigstream
 	MYPYPATH=layers/core/python:functions/stream:layers/streaming-runtime/python $(PY) -m mypy --strict -p stream_app
+	MYPYPATH=layers/core/python $(PY) -m mypy --strict -p local
+	MYPYPATH=layers/core/python $(PY) -m mypy --strict functions/sign/sign_handler.py
 
 test: lint typecheck $(TOOLS_STAMP)
 	$(PY) -m pytest
@@ -43,6 +45,10 @@ test: lint typecheck $(TOOLS_STAMP)
 invoke: $(STAMP)
 	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=<LogicalId> EVENT=events/<file>.json"; exit 2; }
 	@$(LOCAL) -m local invoke $(FN) $(EVENT)
+
+event: $(STAMP)
+	@test -n "$(EVENT)" || { echo "usage: make event EVENT=events/<file>.json (needs a running make dev; see events/README.md)"; exit 2; }
+	@$(LOCAL) -m local event $(EVENT)
 
 sign: $(STAMP)
 	@test -n "$(SUBJECT)" || { echo "usage: make sign SUBJECT=<user> [ARGS='--stateless --model gpt-4o-mini']"; exit 2; }

@@ -75,7 +75,8 @@ def test_make_invoke_streams_the_body_to_stdout() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.rstrip().endswith(b"data: [DONE]")
     assert sse_text(result.stdout).startswith("Echo (1 messages): Write a haiku")
-    assert b'"statusCode": 200' in result.stderr  # the prelude goes to stderr, like sam local invoke's logs
+    # The status line goes to stderr (like sam local invoke's logs), so stdout is exactly the body.
+    assert result.stderr.startswith(b"HTTP 200  content-type: text/event-stream")
 
 
 def test_make_invoke_reports_errors_with_exit_code() -> None:
@@ -88,6 +89,39 @@ def test_make_invoke_reports_errors_with_exit_code() -> None:
         check=False,
     )
     assert result.returncode == 2 and b"StreamFunction" in result.stderr
+
+
+def test_make_invoke_prints_the_status_and_a_mid_stream_failure_clearly(demo_stack: LocalStack) -> None:
+    """A stream that fails after its first byte: body (with its in-band error event), then one error line."""
+    import io
+
+    from local.invoke_cli import print_invocation
+
+    event = {"version": "2.0", "rawPath": "/boom-mid-sse", "requestContext": {"requestId": "r1"}, "headers": {}}
+    out, err = io.BytesIO(), io.StringIO()
+    code = print_invocation(demo_stack.pools["StreamerFunction"], json.dumps(event).encode(), out, err)
+    assert code == 1
+    assert out.getvalue().startswith(b"data: one\n\ndata: half-writ\n\nevent: error\ndata: ")
+    lines = err.getvalue().splitlines()
+    assert lines[0] == "HTTP 200  content-type: text/event-stream"
+    assert lines[-1] == (
+        "error: the function failed after the response started (Function.RuntimeError: exploded mid-stream); "
+        "the client saw a cut-off stream"
+    )
+
+
+def test_make_invoke_prints_an_invocation_error_as_the_502_a_client_gets(demo_stack: LocalStack) -> None:
+    import io
+
+    from local.invoke_cli import print_invocation
+
+    event = {"version": "2.0", "rawPath": "/boom-before", "requestContext": {"requestId": "r2"}, "headers": {}}
+    out, err = io.BytesIO(), io.StringIO()
+    assert print_invocation(demo_stack.pools["StreamerFunction"], json.dumps(event).encode(), out, err) == 1
+    assert err.getvalue().splitlines() == [
+        "HTTP 502",
+        "error: the invocation failed (Function.ValueError: exploded before the first byte); a Function URL answers 502",
+    ]
 
 
 def _port_open(url: str) -> bool:
