@@ -68,14 +68,14 @@ def _error(error: SigstreamError) -> Response[Any]:
     )
 
 
-@app.exception_handler(ValidationError)
+@app.exception_handler(ValidationError)  # type: ignore[untyped-decorator]  # Powertools' decorator is untyped
 def _invalid(exc: ValidationError) -> Response[Any]:
     first = exc.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or "body"
     return _error(BadRequestError(f"{field}: {first['msg']}", param=field))
 
 
-@app.exception_handler(SigstreamError)
+@app.exception_handler(SigstreamError)  # type: ignore[untyped-decorator]
 def _refused(exc: SigstreamError) -> Response[Any]:
     if exc.status >= 500:  # the client sees only the public message; the log says what broke
         logger.error("request failed", extra={"status": exc.status, "code": exc.code, "cause": exc.cause()})

@@ -4,7 +4,7 @@ persistent data, and one-line answers when something is missing. Real subprocess
 
 from __future__ import annotations
 
-import http.client
+import http.client as http_client
 import json
 import os
 import signal
@@ -131,7 +131,7 @@ def test_ctrl_c_after_traffic_and_during_a_stream_is_quiet_and_quick(tmp_path: P
     _assert_clean_stop(dev, elapsed)
     try:
         rest = response.read()
-    except (OSError, http.client.HTTPException):  # a cut stream is the expected outcome
+    except (OSError, http_client.HTTPException):  # a cut stream is the expected outcome
         rest = b""
     assert b"[DONE]" not in first + rest  # the stream was cut by the stop, not finished
 
