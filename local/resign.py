@@ -13,12 +13,14 @@ import datetime
 import json
 import time
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from sigstream.core.settings import parse_signing_keys, parse_sw1_apps
 from sigstream.core.signed_url import Grant, sign_query
 
 PLACEHOLDER = "local-resign"
+# The signed URL's own parameters; any other (limit, after, ...) is a request parameter and is kept.
+_SIGNED = {"sv", "kid", "sub", "cid", "nbf", "exp", "models", "max_tokens", "body_sha256", "nonce", "sig"}
 
 
 def _resign_ours(query: str, event: dict[str, Any], keys_json: str, now: int) -> str:
@@ -38,7 +40,10 @@ def _resign_ours(query: str, event: dict[str, Any], keys_json: str, now: int) ->
         max_tokens=int(params["max_tokens"]) if "max_tokens" in params else None,
     )
     fresh = sign_query(grant, keys.active, keys.keys[keys.active])
-    return fresh.replace(f"sub={params['sub']}", "sub=someone-else") if variant.endswith("-tampered") else fresh
+    if variant.endswith("-tampered"):
+        fresh = fresh.replace(f"sub={params['sub']}", "sub=someone-else")
+    extra = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in _SIGNED]
+    return f"{fresh}&{urlencode(extra)}" if extra else fresh
 
 
 def _resign_sw1(query: str, event: dict[str, Any], apps_json: str, proxy: str, now: int) -> str:

@@ -128,6 +128,25 @@ class Worker:
                 close()
 
 
+def warn_threads_before_fork() -> None:
+    """Threads started during init do not survive fork(), and locks they hold stay held in the workers."""
+    import threading
+
+    others = [t.name for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
+    if others:
+        sys.stderr.write(
+            json.dumps(
+                {
+                    "level": "WARNING",
+                    "message": "threads alive at fork: workers may deadlock on locks they hold (import, logging)",
+                    "threads": others,
+                }
+            )
+            + "\n"
+        )
+        sys.stderr.flush()
+
+
 def fork_workers(count: int) -> None:
     """Lambda Managed Instances: serve `count` invocations at once, one process each.
 
@@ -155,6 +174,7 @@ def main() -> None:
         sys.exit(1)
     concurrency = int(os.environ.get("AWS_LAMBDA_MAX_CONCURRENCY", "1") or 1)
     if concurrency > 1:
+        warn_threads_before_fork()
         client.close()  # each worker process opens its own keep-alive connection
         fork_workers(concurrency)
         client = RuntimeApiClient(os.environ["AWS_LAMBDA_RUNTIME_API"])
