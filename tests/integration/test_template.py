@@ -229,3 +229,22 @@ def test_deploy_rehearsal_against_moto_server(built: Path) -> None:
     stream = next(f for name, f in functions.items() if "StreamFunction" in name)
     assert stream["Runtime"] == "python3.12"  # (moto reports x86_64 whatever Architectures says)
     assert len(layers) == 3  # (moto does not attach them to the function, so they are checked by name)
+
+
+# Lambda's reserved variable names (configuration-envvars-runtime): a function may not set these.
+LAMBDA_RESERVED = {
+    "_HANDLER", "_X_AMZN_TRACE_ID", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR", "TZ",
+}  # fmt: skip
+
+
+def test_endpoint_overrides_are_declared_empty_for_sam_local_and_none_is_reserved(translated: dict[str, Any]) -> None:
+    """`sam local invoke --env-vars` sets only declared variables; deployed, the empty values are ignored."""
+    for props in _of_type(translated, "AWS::Lambda::Function").values():
+        variables = props["Environment"]["Variables"]
+        for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SECRETS_MANAGER"):
+            assert variables[name] == "", name
+        assert not set(variables) & LAMBDA_RESERVED

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from local.aws import ACCESS_KEY, REGION, SECRET_KEY
 from local.stack import LocalStack, StackOptions
 from tests.conftest import ROOT
 from tests.rie.harness import (
@@ -120,11 +121,7 @@ def sam_env_file(rie_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory
 
 
 # Environment SAM takes from the shell (credentials, region): the values `make dev` prints.
-SHELL = {
-    "AWS_ACCESS_KEY_ID": "AKIALOCALSIGSTREAM01",
-    "AWS_SECRET_ACCESS_KEY": "local-secret-key-for-moto-server-only",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
+SHELL = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": REGION}
 
 StartFunction = Callable[..., RieFunction]
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from local.aws import ACCESS_KEY
 from local.event_prep import prepare_event
 from local.invoke_cli import InvokeOutcome, run_invocation
 from local.stack import LocalStack
@@ -103,7 +104,7 @@ def test_the_environment_is_samcli_s_own(containers: dict[str, RieFunction], rie
     assert stream["env"]["AWS_LAMBDA_EXEC_WRAPPER"] == "/opt/sigstream-runtime"
     assert stream["env"]["SIGSTREAM_TABLE"] == rie_stack.tables["HistoryTable"]
     assert stream["env"]["AWS_ENDPOINT_URL"] == rie_stack.moto.endpoint  # type: ignore[union-attr]
-    assert stream["env"]["AWS_SAM_LOCAL"] == "true" and stream["env"]["AWS_ACCESS_KEY_ID"] == "AKIALOCALSIGSTREAM01"
+    assert stream["env"]["AWS_SAM_LOCAL"] == "true" and stream["env"]["AWS_ACCESS_KEY_ID"] == ACCESS_KEY
     assert sign["env"]["SIGSTREAM_STREAM_URL"] == rie_stack.endpoints()["stream_url"]
     assert stream["entrypoint"] == ["/var/rapid/aws-lambda-rie", "--log-level", "error"]
     assert [Path(p).name for p in stream["layers"]] == ["streaming-runtime", "core", "DependenciesLayer"]

@@ -182,7 +182,7 @@ def client_from_environment(protocol: ServiceProtocol, env: Mapping[str, str], *
     """A client configured from Lambda's environment (credentials, region, endpoint overrides)."""
     kwargs.setdefault("max_attempts", MAX_ATTEMPTS.get(protocol.signing_name, 4))
     # The SDKs' standard names: AWS_ENDPOINT_URL_<service id, spaces as underscores>, then AWS_ENDPOINT_URL.
-    service_env = {"secretsmanager": "AWS_ENDPOINT_URL_SECRETS_MANAGER"}.get(
+    service_env = {"secretsmanager": "AWS_ENDPOINT_URL_SECRETS_MANAGER"}.get(  # pragma: allowlist secret
         protocol.signing_name, "AWS_ENDPOINT_URL_" + protocol.signing_name.upper()
     )
     return AwsJsonClient(
