@@ -4,6 +4,7 @@ fallback, event preparation, persistence snapshots, stable ports.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from pathlib import Path
@@ -28,7 +29,7 @@ KEYS = json.dumps({"active": "k1", "k1": "0123456789abcdef0123"})
 
 
 def test_sign_settings_refuse_a_missing_or_relative_stream_url() -> None:
-    base = {"SIGSTREAM_SIGNING_KEYS_SECRET": "arn:keys"}
+    base = {"SIGSTREAM_SIGNING_KEYS_SECRET": "arn:keys"}  # pragma: allowlist secret
     with pytest.raises(ConfigError, match="SIGSTREAM_STREAM_URL is not set"):
         SignSettings.from_env(base)
     with pytest.raises(ConfigError, match="SIGSTREAM_STREAM_URL is not set"):
@@ -86,7 +87,7 @@ def test_a_malformed_signing_keys_secret_is_a_503_naming_the_secret() -> None:
 def test_the_client_reads_the_sdks_standard_endpoint_names_and_ignores_empty_ones() -> None:
     env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_ENDPOINT_URL_SECRETS_MANAGER": ""}
     assert client_from_environment(SECRETS_MANAGER, env).endpoint == "http://127.0.0.1:1"
-    env["AWS_ENDPOINT_URL_SECRETS_MANAGER"] = "http://127.0.0.1:2"
+    env["AWS_ENDPOINT_URL_SECRETS_MANAGER"] = "http://127.0.0.1:2"  # pragma: allowlist secret
     assert client_from_environment(SECRETS_MANAGER, env).endpoint == "http://127.0.0.1:2"
     assert client_from_environment(SECRETS_MANAGER, {}).endpoint == "https://secretsmanager.us-east-1.amazonaws.com"
 
@@ -143,6 +144,18 @@ def test_the_stock_runtime_fallback_keeps_the_error_semantics() -> None:
             yield word
 
     assert json.loads(to_json(StreamingResponse(words(), headers={"content-type": "text/plain"})))["body"] == "ab"
+
+    async def inside_a_running_loop() -> str:
+        return str(to_json(StreamingResponse(words(), headers={"content-type": "text/plain"})))
+
+    assert json.loads(asyncio.run(inside_a_running_loop()))["body"] == "ab"
+
+    async def fails_async() -> Any:
+        yield "data: one\n\n"
+        raise RuntimeError("async boom")
+
+    doc = json.loads(to_json(StreamingResponse(fails_async(), headers={"content-type": "text/event-stream"})))
+    assert doc["body"].startswith("data: one\n\nevent: error\ndata: ")
 
 
 def _event(name: str) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import sys
-from collections.abc import AsyncIterable, Iterable
+from collections.abc import AsyncIterable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,15 +89,30 @@ class StreamingResponse:
         }
 
 
-def _drain(body: Body) -> Iterable[Chunk]:
+def _drain(body: Body) -> Iterator[Chunk]:
     if not hasattr(body, "__aiter__"):
-        return body
+        yield from body
+        return
     import asyncio
+    import threading
 
-    async def collect() -> list[Chunk]:
-        return [chunk async for chunk in body]
+    chunks: list[Chunk] = []
+    failure: list[Exception] = []
 
-    return asyncio.new_event_loop().run_until_complete(collect())
+    async def collect() -> None:
+        try:
+            async for chunk in body:
+                chunks.append(chunk)
+        except Exception as exc:  # re-raised below, after the chunks that came before it
+            failure.append(exc)
+
+    # On a thread of its own, so it works whatever event loop the calling thread may be running.
+    thread = threading.Thread(target=asyncio.run, args=(collect(),))
+    thread.start()
+    thread.join()
+    yield from chunks
+    if failure:
+        raise failure[0]
 
 
 def _is_text(content_type: str) -> bool:
