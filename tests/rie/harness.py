@@ -6,14 +6,14 @@ POSTs the event to the RIE's invoke endpoint. This harness does the same without
 
 * SAM CLI's own code (tests/rie/sam_invoke_config.py, run in .venv-tools) computes the environment
   and the entry point from the `sam build` output and an `--env-vars` file;
-* a private mount namespace (tests/rie/sandbox.py under `unshare`) puts the merged layers at /opt,
+* private mount and PID namespaces (tests/rie/sandbox.py under `unshare`) put the merged layers at /opt,
   the code at /var/task, the RIE at /var/rapid, and a stand-in of the managed runtime at /var/runtime
   and /var/lang, so paths such as `AWS_LAMBDA_EXEC_WRAPPER=/opt/sigstream-runtime` mean what they mean
   on Lambda; nothing is written to the machine's /opt or /var;
 * the event goes to `POST /2015-03-31/functions/function/invocations`, as SAM sends it.
 
-What differs from the container, and why: the interpreter is this machine's CPython (a bare venv,
-so only the stdlib, like /var/lang), and the dependencies layer is rebuilt by its own Makefile for
+What differs from the container, and why: the interpreter is this machine's CPython (its binary,
+libpython and stdlib copied to what becomes /var/lang, no site-packages, as in the image), and the dependencies layer is rebuilt by its own Makefile for
 this machine's architecture and Python (the arm64 / cp312 wheels `sam build` fetches cannot load
 here). The managed runtime stand-in is the pinned awslambdaric with the bootstrap scripts the
 python3.12 image uses (`/var/runtime/bootstrap` honours AWS_LAMBDA_EXEC_WRAPPER; `bootstrap.py` sets
