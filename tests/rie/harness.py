@@ -17,7 +17,8 @@ libpython and stdlib copied to what becomes /var/lang, no site-packages, as in t
 this machine's architecture and Python (the arm64 / cp312 wheels `sam build` fetches cannot load
 here). The managed runtime stand-in is the pinned awslambdaric with the bootstrap scripts the
 python3.12 image uses (`/var/runtime/bootstrap` honours AWS_LAMBDA_EXEC_WRAPPER; `bootstrap.py` sets
-sys.path like the image's and runs awslambdaric).
+sys.path like the image's and runs awslambdaric). The image's /var/runtime also has boto3; this one does
+not, on purpose: neither function may need it (cold start), and a stray import fails here first.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ if [ ! -x "$wrapper" ]; then echo "$wrapper: is not an executable"; exit 126; fi
 exec -- "$wrapper" /var/lang/bin/{python} /var/runtime/bootstrap.py
 """
 # ... and its /var/runtime/bootstrap.py: task root and layer paths first, then awslambdaric.
-RUNTIME_BOOTSTRAP_PY = """import os, site, sys
+RUNTIME_BOOTSTRAP_PY = """import os, sys
 if not os.environ.get("PYTHONPATH"):
     sys.path.insert(0, "/opt/python")
     sys.path.insert(0, "/opt/python/lib/python%d.%d/site-packages" % sys.version_info[:2])
