@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import threading
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
@@ -148,7 +149,12 @@ def test_the_stock_runtime_fallback_keeps_the_error_semantics() -> None:
     async def inside_a_running_loop() -> str:
         return str(to_json(StreamingResponse(words(), headers={"content-type": "text/plain"})))
 
-    assert json.loads(asyncio.run(inside_a_running_loop()))["body"] == "ab"
+    # On a thread of its own: the pytest session's main thread may already run a loop (Playwright's).
+    result: list[str] = []
+    runner = threading.Thread(target=lambda: result.append(asyncio.run(inside_a_running_loop())))
+    runner.start()
+    runner.join()
+    assert json.loads(result[0])["body"] == "ab"
 
     async def fails_async() -> Any:
         yield "data: one\n\n"
