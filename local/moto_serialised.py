@@ -8,8 +8,10 @@ every other service stays concurrent. Run as `python -m local.moto_serialised HO
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -32,9 +34,22 @@ def serialise_dynamodb(app: App) -> App:
     return wrapped
 
 
+def exit_with_parent(interval: float = 0.5) -> None:
+    """Stop when the stack that started us is gone, even if it was killed (it runs us in our own session)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def main() -> None:
     """Serve moto on HOST PORT."""
     host, port = sys.argv[1], int(sys.argv[2])
+    exit_with_parent()
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(host, port, serialise_dynamodb(app), threaded=True, request_handler=MotoRequestHandler)
 

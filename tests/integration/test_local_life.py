@@ -136,6 +136,33 @@ def test_ctrl_c_after_traffic_and_during_a_stream_is_quiet_and_quick(tmp_path: P
     assert b"[DONE]" not in first + rest  # the stream was cut by the stop, not finished
 
 
+def test_a_killed_make_dev_leaves_no_moto_server_behind(tmp_path: Path) -> None:
+    """moto runs in its own session (Ctrl-C reaches only `make dev`), so it must notice a SIGKILLed parent."""
+    dev = Dev(tmp_path)
+    endpoints = dev.endpoints()
+    os.kill(dev.proc.pid, signal.SIGKILL)
+    dev.proc.wait(timeout=10)
+    host, port = endpoints["aws_endpoint_url"].split("//")[1].split(":")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex((host, int(port))) != 0:
+                break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("moto server outlived the killed make dev")
+    if _group_alive(dev.proc.pid):  # tidy up whatever else of the killed stack is left
+        os.killpg(dev.proc.pid, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def test_a_second_make_dev_says_where_the_first_one_is(tmp_path: Path) -> None:
     first = Dev(tmp_path)
     endpoints = first.endpoints()
