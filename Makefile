@@ -9,7 +9,7 @@ TOOLS_STAMP := $(TOOLS)/.installed
 LOCAL := PYTHONPATH=$(CURDIR)/layers/core/python $(PY)
 BENCHPATH := PYTHONPATH=$(CURDIR)/layers/core/python:$(CURDIR)/functions/stream $(PY)
 
-.PHONY: dev test lint typecheck invoke sign bench fuzz audit screenshots build tools lock backend clean
+.PHONY: dev test lint typecheck invoke event sign bench fuzz audit screenshots build tools lock backend clean
 
 $(STAMP): requirements/dev.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python 3.11+ is required"'
@@ -51,6 +51,8 @@ typecheck: $(STAMP)
 	MYPYPATH=layers/core/python $(PY) -m mypy --strict -p sigstream
 	MYPYPATH=layers/core/python:functions/stream:layers/streaming-runtime/python $(PY) -m mypy --strict -p stream_app
 	$(PY) -m mypy --strict -p examples
+	MYPYPATH=layers/core/python $(PY) -m mypy --strict -p local
+	MYPYPATH=layers/core/python $(PY) -m mypy --strict functions/sign/sign_handler.py
 
 test: lint typecheck $(TOOLS_STAMP)
 	$(PY) -m pytest
@@ -58,6 +60,10 @@ test: lint typecheck $(TOOLS_STAMP)
 invoke: $(STAMP)
 	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=<LogicalId> EVENT=events/<file>.json"; exit 2; }
 	@$(LOCAL) -m local invoke $(FN) $(EVENT)
+
+event: $(STAMP)
+	@test -n "$(EVENT)" || { echo "usage: make event EVENT=events/<file>.json (needs a running make dev; see events/README.md)"; exit 2; }
+	@$(LOCAL) -m local event $(EVENT)
 
 sign: $(STAMP)
 	@test -n "$(SUBJECT)" || { echo "usage: make sign SUBJECT=<user> [ARGS='--stateless --model gpt-4o-mini']"; exit 2; }

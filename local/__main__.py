@@ -1,44 +1,132 @@
-"""`python -m local dev` runs the stack; `python -m local invoke FN EVENT` runs one invocation."""
+"""`python -m local dev | invoke FN EVENT | event EVENT | sign SUBJECT`: the local stack's commands."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
+from local.aws import ACCESS_KEY, REGION, SECRET_KEY
+from local.dev_lock import AlreadyRunningError, DevLock
 from local.invoke_cli import invoke_once
-from local.stack import LocalStack, options_from_env
+from local.running_stack import state_dir
+from local.stack import LocalStack, StackError, options_from_env
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _write_json(path: Path, doc: Any) -> None:
+    """Atomically: readers never see a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _shown(path: Path) -> str:
+    """A path as a user in the checkout would type it."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def sam_invoke_command(function: str, event: str, env_file: Path) -> str:
+    """The `sam local invoke` line for one event: credentials for moto, the stack's --env-vars file."""
+    credentials = f"AWS_ACCESS_KEY_ID={ACCESS_KEY} AWS_SECRET_ACCESS_KEY={SECRET_KEY} AWS_DEFAULT_REGION={REGION}"
+    return (
+        f"make -s event EVENT={event} | {credentials} .venv-tools/bin/sam local invoke {function} "
+        f"-e - --env-vars {shlex.quote(_shown(env_file))} --docker-network host"
+    )
+
+
+def _start(stack: LocalStack, outcome: list[Any]) -> None:
+    try:
+        outcome.append(stack.start())
+    except BaseException as exc:  # reported by the main thread (or dropped if it is stopping anyway)
+        outcome.append(exc)
+
+
 def run_dev() -> int:
-    """Start everything, write .local/endpoints.json, wait for SIGINT/SIGTERM, stop everything."""
-    stack = LocalStack(options_from_env(ROOT))
+    """Start everything, write .local/endpoints.json and sam-env.json, wait for Ctrl-C / SIGTERM, stop."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    state_dir = Path(os.environ.get("SIGSTREAM_LOCAL_STATE_DIR") or ROOT / ".local")
-    endpoints_file = state_dir / "endpoints.json"
+    state = state_dir(ROOT)
     try:
-        endpoints = stack.start()
-        endpoints_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = endpoints_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(endpoints, indent=2) + "\n")
-        tmp.replace(endpoints_file)  # readers never see a half-written file
+        lock = DevLock.acquire(state)
+    except AlreadyRunningError as exc:
+        print(f"make dev: {exc}", file=sys.stderr)
+        return 1
+    endpoints_file, env_file = state / "endpoints.json", state / "sam-env.json"
+    try:
+        stack = LocalStack(options_from_env(ROOT, state_dir=state))
+    except StackError as exc:
+        print(f"make dev: {exc}", file=sys.stderr)
+        return 1
+    outcome: list[Any] = []
+    # Start-up runs on a thread so Ctrl-C is honoured at once, even while moto is still starting.
+    starter = threading.Thread(target=_start, args=(stack, outcome), daemon=True)
+    starter.start()
+    try:
+        while starter.is_alive() and not stop.wait(0.05):
+            pass
+        if stop.is_set():
+            return 0
+        result = outcome[0]
+        if isinstance(result, StackError):
+            print(f"make dev: {result}", file=sys.stderr)
+            return 1
+        if isinstance(result, BaseException):
+            raise result
+        _write_json(endpoints_file, result)
+        _write_json(env_file, stack.sam_env(os.environ.get("SIGSTREAM_SAM_HOST") or "127.0.0.1"))
+        lock.describe({"web_url": str(result.get("web_url", ""))})
         print("sigstream local stack is up:", flush=True)
         for key in ("web_url", "sign_url", "stream_url", "aws_endpoint_url", "upstream_base_url"):
-            print(f"  {key:18} {endpoints.get(key, '')}", flush=True)
-        print(f"  endpoints written to {endpoints_file}; Ctrl-C stops", flush=True)
+            print(f"  {key:18} {result.get(key, '')}", flush=True)
+        if stack.options.persist_file:
+            print(f"  local data kept in {_shown(stack.options.persist_file)} ({stack.restored_items} items loaded)")
+        print(f"  endpoints written to {_shown(endpoints_file)}", flush=True)
+        print("  sam local invoke (Docker; run `make build` first), e.g.:", flush=True)
+        print("    " + sam_invoke_command("StreamFunction", "events/stream-chat-valid.json", env_file), flush=True)
+        print("  Ctrl-C stops", flush=True)
         stop.wait()
+        return 0
     finally:
-        endpoints_file.unlink(missing_ok=True)
+        for path in (endpoints_file, env_file):
+            path.unlink(missing_ok=True)
         stack.stop()
+        starter.join(timeout=1)
+        stack.stop()  # anything the start-up thread created after the first stop()
+        lock.release()
         print("sigstream local stack stopped", flush=True)
+
+
+def run_event(event_file: Path) -> int:
+    """`make event`: print a freshly signed copy of an event for `sam local invoke -e -`."""
+    from local.event_prep import prepare_event
+    from local.running_stack import NoLocalStackError, RunningStack
+    from local.url_caller import url_caller
+
+    if not event_file.is_file():
+        print(f"make event: no event file {event_file} (see events/README.md)", file=sys.stderr)
+        return 2
+    try:
+        running = RunningStack.find(ROOT)
+        secrets = running.secret_values()
+        caller = url_caller(running.endpoints["stream_url"])
+        proxy = f"{running.endpoints['upstream_base_url']}/chat/completions"
+        sys.stdout.write(prepare_event(event_file.read_bytes(), secrets, proxy, caller).decode() + "\n")
+    except NoLocalStackError as exc:
+        print(f"make event: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -49,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("dev", help="run the whole local stack")
     inv = sub.add_parser("invoke", help="invoke one function with an event file, like `sam local invoke`")
     inv.add_argument("function", help="logical id in template.yaml, e.g. StreamFunction")
-    inv.add_argument("event", type=Path, help="event JSON file, e.g. events/stream-chat.json")
+    inv.add_argument("event", type=Path, help="event JSON file, e.g. events/stream-chat-valid.json")
+    ev = sub.add_parser("event", help="print a freshly signed event for `sam local invoke -e -`")
+    ev.add_argument("event", type=Path)
     sub.add_parser("sign", help="print a signed Stream URL (see --help)", add_help=False)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["sign"]:
@@ -59,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "dev":
         return run_dev()
+    if args.command == "event":
+        return run_event(args.event)
     return invoke_once(ROOT, args.function, args.event, sys.stdout.buffer, sys.stderr)
 
 

@@ -61,15 +61,36 @@ class MotoServer:
     @classmethod
     def start(cls, port: int | None = None) -> MotoServer:
         """Start moto server and wait until it answers."""
+        server = cls.spawn(port)
+        server.wait_ready()
+        return server
+
+    @classmethod
+    def spawn(cls, port: int | None = None) -> MotoServer:
+        """Start the process without waiting (so a caller can stop it while it starts)."""
         port = port or free_port()
         process = subprocess.Popen(
             [sys.executable, "-m", "local.moto_serialised", "127.0.0.1", str(port)],
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             cwd=Path(__file__).resolve().parent.parent,  # so the child can import `local`
+            start_new_session=True,  # a terminal's Ctrl-C reaches `make dev`, which stops it in order
         )
-        wait_for_port(port)
         return cls(port, process)
+
+    def wait_ready(self, timeout: float = 20.0) -> None:
+        """Block until it answers; fails at once if the process died (e.g. its port was taken)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"moto server exited with status {self.process.returncode}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise TimeoutError(f"moto server not answering on port {self.port} after {timeout}s")
 
     @property
     def endpoint(self) -> str:
@@ -87,12 +108,15 @@ class MotoServer:
         )
 
     def stop(self) -> None:
-        """Terminate the server."""
+        """Terminate the server (killed if it does not exit within a second)."""
+        if self.process.poll() is not None:
+            return
         self.process.terminate()
         try:
-            self.process.wait(timeout=5)
+            self.process.wait(timeout=1)
         except subprocess.TimeoutExpired:
             self.process.kill()
+            self.process.wait()
 
     def client_env(self) -> dict[str, str]:
         """Environment that points AWS SDKs (boto3, Powertools) at this server."""

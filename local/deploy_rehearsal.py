@@ -66,7 +66,7 @@ def translate(template: dict[str, Any]) -> dict[str, Any]:
     """
     translator = Translator({}, Parser(), boto_session=boto3.session.Session(region_name=REGION))
     pseudo = {"AWS::Region": REGION, "AWS::AccountId": ACCOUNT_ID, "AWS::Partition": "aws"}
-    return translator.translate(template, pseudo)
+    return dict(translator.translate(template, pseudo))
 
 
 def sha256_of(path: Path) -> str:

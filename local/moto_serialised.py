@@ -8,13 +8,14 @@ every other service stays concurrent. Run as `python -m local.moto_serialised HO
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from moto.moto_server.threaded_moto_server import MotoRequestHandler
-from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+from moto.moto_server.werkzeug_app import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
 from werkzeug.serving import run_simple
 
 App = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
@@ -33,9 +34,22 @@ def serialise_dynamodb(app: App) -> App:
     return wrapped
 
 
+def exit_with_parent(interval: float = 0.5) -> None:
+    """Stop when the stack that started us is gone, even if it was killed (it runs us in our own session)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def main() -> None:
     """Serve moto on HOST PORT."""
     host, port = sys.argv[1], int(sys.argv[2])
+    exit_with_parent()
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(host, port, serialise_dynamodb(app), threaded=True, request_handler=MotoRequestHandler)
 

@@ -43,9 +43,11 @@ def lambda_environment(spec: FunctionSpec, runtime_api: str, aws_env: dict[str, 
         "AWS_LAMBDA_INITIALIZATION_TYPE": "on-demand",
         "AWS_LAMBDA_LOG_GROUP_NAME": f"/aws/lambda/{spec.name}",
         "AWS_LAMBDA_LOG_STREAM_NAME": time.strftime("%Y/%m/%d/[$LATEST]") + uuid.uuid4().hex,
-        **aws_env,
     }
     env.update(spec.environment)
+    # Then the local AWS: credentials as Lambda sets them, and the endpoint overrides the template declares
+    # empty (as `sam local invoke --env-vars` fills them in).
+    env.update(aws_env)
     return env
 
 
@@ -118,13 +120,17 @@ class Environment:
         """POST /runtime/init/error: the environment will exit; queued work gets the error."""
         self.init_error = InvocationFailed(error_type, body)
 
-    def kill(self) -> None:
-        """Stop the process and its Runtime API endpoint (timeouts, shutdown)."""
+    def signal_kill(self) -> None:
+        """SIGKILL the environment's process group (its runtime and any worker processes)."""
         self.stopped = True
         try:
             os.killpg(self.process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+
+    def kill(self) -> None:
+        """Stop the process and its Runtime API endpoint (timeouts, shutdown)."""
+        self.signal_kill()
         self.process.wait()  # gone before its /next is woken, so it logs no spurious error
         self.pool.wake()
         self.server.stop()
@@ -255,7 +261,11 @@ class FunctionPool:
             env.kill()
 
     def close(self) -> None:
-        """Stop every environment."""
+        """Stop every environment: SIGKILL first (as Lambda ends them), so no runtime sees /next fail."""
+        with self._cond:
+            envs = list(self.environments)
+        for env in envs:
+            env.signal_kill()
         with self._cond:
             self._closed = True
             envs = list(self.environments)
@@ -263,8 +273,3 @@ class FunctionPool:
             self._cond.notify_all()
         for env in envs:
             env.kill()
-        for env in envs:
-            try:
-                env.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass

@@ -3,7 +3,8 @@
 Static events cannot hold a valid signed URL (URLs live minutes, keys are generated per stack), so
 `sig=local-resign` is re-signed now, `sig=local-resign-expired` is signed for a window that ended an
 hour ago, and `sig=local-resign-tampered` is signed then has its subject changed. SW1 events use
-`X-Sw-Signature=local-resign`. Anything else is sent as written.
+`X-Sw-Signature=local-resign` (and `-expired` / `-tampered`: signed an hour ago / signed, then the
+expiry changed). Anything else is sent as written.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import datetime
 import json
 import time
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
 from sigstream.core.settings import parse_signing_keys, parse_sw1_apps
 from sigstream.core.signed_url import Grant, sign_query
 
 PLACEHOLDER = "local-resign"
+# The signed URL's own parameters; any other (limit, after, ...) is a request parameter and is kept.
+_SIGNED = {"sv", "kid", "sub", "cid", "nbf", "exp", "models", "max_tokens", "body_sha256", "nonce", "sig"}
 
 
 def _resign_ours(query: str, event: dict[str, Any], keys_json: str, now: int) -> str:
@@ -37,13 +40,19 @@ def _resign_ours(query: str, event: dict[str, Any], keys_json: str, now: int) ->
         max_tokens=int(params["max_tokens"]) if "max_tokens" in params else None,
     )
     fresh = sign_query(grant, keys.active, keys.keys[keys.active])
-    return fresh.replace(f"sub={params['sub']}", "sub=someone-else") if variant.endswith("-tampered") else fresh
+    if variant.endswith("-tampered"):
+        fresh = fresh.replace(f"sub={params['sub']}", "sub=someone-else")
+    extra = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if k not in _SIGNED]
+    return f"{fresh}&{urlencode(extra)}" if extra else fresh
 
 
 def _resign_sw1(query: str, event: dict[str, Any], apps_json: str, proxy: str, now: int) -> str:
     from signway_sdk import sign_url  # dev dependency: the reference client, as a backend would use it
 
     params = dict(parse_qsl(query))
+    variant = params["X-Sw-Signature"]
+    if variant.endswith("-expired"):
+        now -= 3600
     app = next(iter(parse_sw1_apps(apps_json).values()))
     url = sign_url(
         id=app.id,
@@ -54,7 +63,11 @@ def _resign_sw1(query: str, event: dict[str, Any], apps_json: str, proxy: str, n
         method=event["requestContext"]["http"]["method"],
         datetime_override=datetime.datetime.fromtimestamp(now, datetime.UTC).replace(tzinfo=None),
     )
-    return url.split("?", 1)[1]
+    fresh = str(url).split("?", 1)[1]
+    if variant.endswith("-tampered"):
+        expires = params.get("X-Sw-Expires", "300")
+        fresh = fresh.replace(f"X-Sw-Expires={expires}", f"X-Sw-Expires={int(expires) * 10}")
+    return fresh
 
 
 def refresh_event(event_bytes: bytes, secrets: dict[str, str], proxy: str, now: int | None = None) -> bytes:

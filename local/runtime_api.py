@@ -7,7 +7,7 @@ import re
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
-from typing import BinaryIO, Protocol
+from typing import Protocol
 
 from local.invocation import Invocation, InvocationFailed, ResponseData, ResponseEnd, ResponseStart
 from local.quiet_server import QuietThreadingHTTPServer
@@ -41,7 +41,17 @@ class ChunkedBodyError(Exception):
     """The runtime sent a malformed chunked body."""
 
 
-def read_chunked(rfile: BinaryIO, on_chunk: Callable[[bytes], None]) -> dict[str, str]:
+class Readable(Protocol):
+    """What read_chunked reads from (a socket file, a BytesIO)."""
+
+    def readline(self, size: int | None = -1, /) -> bytes:
+        """One line, at most `size` bytes."""
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        """Up to `size` bytes."""
+
+
+def read_chunked(rfile: Readable, on_chunk: Callable[[bytes], None]) -> dict[str, str]:
     """Read an HTTP/1.1 chunked body, calling on_chunk for each chunk; returns the trailers."""
     while True:
         line = rfile.readline(1024)

@@ -5,33 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
-import boto3
-
-from local.stack import STACK_NAME
-from local.template import load_template
-from sigstream.core.settings import SigningKeys, parse_signing_keys
+from local.running_stack import NoLocalStackError, RunningStack
+from sigstream.core.errors import BadRequestError
+from sigstream.core.settings import ConfigError, SigningKeys, parse_signing_keys
 from sigstream.core.url_issuer import SignSpec, issue_url, random_id
 
 
 def _keys_from_local_stack(root: Path) -> tuple[SigningKeys, str]:
-    state = Path(os.environ.get("SIGSTREAM_LOCAL_STATE_DIR") or root / ".local")
-    endpoints = json.loads((state / "endpoints.json").read_text())
-    template = load_template(root / "template.yaml")
-    logical_id = next(
-        k for k, r in template["Resources"].items() if (r.get("Metadata") or {}).get("SigstreamLocal") == "signing-keys"
-    )
-    client = boto3.client(
-        "secretsmanager",
-        endpoint_url=endpoints["aws_endpoint_url"],
-        region_name=endpoints["region"],
-        aws_access_key_id=endpoints["aws_access_key_id"],
-        aws_secret_access_key=endpoints["aws_secret_access_key"],
-    )
-    value = client.get_secret_value(SecretId=f"{STACK_NAME}/{logical_id}")["SecretString"]
-    return parse_signing_keys(value), endpoints["stream_url"]
+    running = RunningStack.find(root)
+    return parse_signing_keys(running.secret_values()["signing-keys"]), str(running.endpoints["stream_url"])
 
 
 def main(argv: list[str], root: Path) -> int:
@@ -48,10 +34,20 @@ def main(argv: list[str], root: Path) -> int:
     parser.add_argument("--max-tokens", type=int)
     parser.add_argument("--max-lifetime", type=int, default=int(os.environ.get("SIGSTREAM_MAX_URL_LIFETIME", "3600")))
     args = parser.parse_args(argv)
-    if os.environ.get("SIGSTREAM_SIGNING_KEYS"):
-        keys, stream_url = parse_signing_keys(os.environ["SIGSTREAM_SIGNING_KEYS"]), os.environ["SIGSTREAM_STREAM_URL"]
-    else:
-        keys, stream_url = _keys_from_local_stack(root)
+    try:
+        if os.environ.get("SIGSTREAM_SIGNING_KEYS"):
+            keys = parse_signing_keys(os.environ["SIGSTREAM_SIGNING_KEYS"])
+            stream_url = os.environ.get("SIGSTREAM_STREAM_URL") or ""
+            if not stream_url:
+                raise NoLocalStackError("SIGSTREAM_SIGNING_KEYS is set but SIGSTREAM_STREAM_URL is not; set both")
+        else:
+            keys, stream_url = _keys_from_local_stack(root)
+    except NoLocalStackError as exc:
+        print(f"make sign: {exc} (or set SIGSTREAM_SIGNING_KEYS and SIGSTREAM_STREAM_URL)", file=sys.stderr)
+        return 1
+    except ConfigError as exc:
+        print(f"make sign: {exc}", file=sys.stderr)
+        return 1
     spec = SignSpec(
         subject=args.subject,
         method=args.method,
@@ -63,13 +59,17 @@ def main(argv: list[str], root: Path) -> int:
         models=tuple(args.model),
         max_tokens=args.max_tokens,
     )
-    doc = issue_url(
-        spec,
-        keys,
-        stream_url,
-        now=int(time.time()),
-        max_lifetime=args.max_lifetime,
-        new_id=random_id,
-    )
+    try:
+        doc = issue_url(
+            spec,
+            keys,
+            stream_url,
+            now=int(time.time()),
+            max_lifetime=args.max_lifetime,
+            new_id=random_id,
+        )
+    except BadRequestError as exc:
+        print(f"make sign: {exc.message}", file=sys.stderr)
+        return 2
     print(json.dumps(doc, indent=2))
     return 0

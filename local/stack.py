@@ -11,15 +11,66 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from local import persistence
 from local.aws import ACCESS_KEY, REGION, SECRET_KEY, MotoServer, create_resources, free_port
 from local.aws_proxy import AwsProxy
 from local.fake_provider import MODEL, FakeProvider
 from local.function_url import FunctionUrlServer
 from local.pool import ACCOUNT_ID, FunctionPool
-from local.template import FUNCTION_TYPE, Resolver, function_specs, load_template, parameter_defaults
+from local.running_stack import STACK_NAME as RUNNING_STACK_NAME
+from local.template import FUNCTION_TYPE, FunctionSpec, Resolver, function_specs, load_template, parameter_defaults
 from local.web_server import WebServer
 
-STACK_NAME = "sigstream-local"
+STACK_NAME = RUNNING_STACK_NAME
+# The AWS SDKs' endpoint overrides, as the template declares them (empty when deployed).
+ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SECRETS_MANAGER")
+
+
+class StackError(Exception):
+    """The stack cannot start (a port in use, a child that died); the message says what to do."""
+
+
+class StackStoppedError(StackError):
+    """stop() was called while start() was still running (Ctrl-C during start-up)."""
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Stable ports from one base (SIGSTREAM_PORT): the page, moto, the upstream, then each Function URL."""
+
+    base: int
+
+    @property
+    def web(self) -> int:
+        """The chat page."""
+        return self.base
+
+    @property
+    def aws(self) -> int:
+        """The moto server."""
+        return self.base + 1
+
+    @property
+    def upstream(self) -> int:
+        """The embedded upstream."""
+        return self.base + 2
+
+    def function_url(self, index: int) -> int:
+        """The index-th function with a FunctionUrlConfig, in template order."""
+        return self.base + 3 + index
+
+
+def port_is_free(port: int) -> bool:
+    """Whether a loopback port can be bound now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: TIME_WAIT is no obstacle
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass
@@ -36,6 +87,8 @@ class StackOptions:
     web_dir: Path | None = None
     function_urls: bool = True
     aws_proxy: bool = False  # put a counting / fault-injecting proxy between functions and moto
+    ports: Ports | None = None  # fixed ports (SIGSTREAM_PORT); free ones when None
+    persist_file: Path | None = None  # moto's tables and key secrets saved here on stop, loaded on start
 
 
 class FunctionLogs:
@@ -76,16 +129,46 @@ class LocalStack:
         self.sw1_app: dict[str, Any] = {}
         self.upstream_base_url = ""
         self.secret_arns: dict[str, str] = {}
+        self.tables: dict[str, str] = {}
+        self.specs: dict[str, FunctionSpec] = {}
+        self.restored_items = 0
+        self._stopping = False
+        self._lock = threading.Lock()
+
+    def _check_ports(self) -> None:
+        ports = self.options.ports
+        if ports is None:
+            return
+        url_functions = [
+            k
+            for k, r in self.template["Resources"].items()
+            if r.get("Type") == FUNCTION_TYPE and "FunctionUrlConfig" in r.get("Properties", {})
+        ]
+        wanted = {"the chat page": ports.web, "moto server": ports.aws}
+        if not self.options.upstream_base_url:
+            wanted["the embedded upstream"] = ports.upstream
+        wanted.update({f"the {k} URL": ports.function_url(i) for i, k in enumerate(url_functions)})
+        for what, port in wanted.items():
+            if not port_is_free(port):
+                raise StackError(f"port {port} ({what}) is in use; stop what holds it or choose another SIGSTREAM_PORT")
+
+    def _step(self) -> None:
+        if self._stopping:
+            raise StackStoppedError("stopped while starting")
 
     def start(self) -> dict[str, Any]:
-        """Start every part; returns the endpoints document."""
+        """Start every part; returns the endpoints document. stop() may be called from another thread."""
         opts = self.options
+        self._check_ports()
+        saved_tables, saved_secrets = persistence.read_snapshot(opts.persist_file) if opts.persist_file else ({}, {})
         if opts.upstream_base_url:
             self.upstream_base_url = opts.upstream_base_url.rstrip("/")
             api_key = opts.upstream_api_key or ""
         else:
             api_key = "sk-local-" + secrets.token_hex(16)
-            self.upstream = FakeProvider(api_key)
+            with self._lock:
+                self._step()
+                self.upstream = FakeProvider(api_key, port=opts.ports.upstream if opts.ports else 0)
             self.upstream_base_url = self.upstream.base_url
         params = parameter_defaults(self.template, opts.parameters)
         if "UpstreamBaseUrl" in params:
@@ -104,17 +187,30 @@ class LocalStack:
         resolver = Resolver(self.template, params)
         self.sw1_app = {
             "id": "local-app",
-            "secret": secrets.token_urlsafe(32),
+            "secret": saved_secrets.get("sw1-app-secret") or secrets.token_urlsafe(32),
             "proxy": f"{self.upstream_base_url}/chat/completions",
             "headers": {"authorization": f"Bearer {api_key}"},
         }
-        self.moto = MotoServer.start()
-        self.secret_arns = create_resources(
-            self.moto,
-            self.template,
-            resolver,
-            {"provider-key": api_key, "sw1-apps": json.dumps({"apps": [self.sw1_app]})},
-        )
+        with self._lock:
+            self._step()
+            self.moto = MotoServer.spawn(opts.ports.aws if opts.ports else None)
+        try:
+            self.moto.wait_ready()
+        except (RuntimeError, TimeoutError) as exc:
+            self._step()
+            raise StackError(f"moto server did not start: {exc}") from exc
+        self._step()
+        values = {"provider-key": api_key, "sw1-apps": json.dumps({"apps": [self.sw1_app]})}
+        if "signing-keys" in saved_secrets:
+            values["signing-keys"] = saved_secrets["signing-keys"]
+        self.secret_arns = create_resources(self.moto, self.template, resolver, values)
+        self.tables = {
+            k: resolver.refs[k]
+            for k, r in self.template["Resources"].items()
+            if r.get("Type") == "AWS::DynamoDB::Table"
+        }
+        if saved_tables:
+            self.restored_items = persistence.load_tables(self.moto.client("dynamodb"), self.tables, saved_tables)
         ports: dict[str, int] = {}
         for logical_id, res in self.template["Resources"].items():
             if res.get("Type") == FUNCTION_TYPE:
@@ -122,7 +218,7 @@ class LocalStack:
                 resolver.refs[logical_id] = name if isinstance(name, str) else f"{STACK_NAME}-{logical_id}"
                 # The URL is known even when not served (make invoke), so env vars that name it resolve.
                 if "FunctionUrlConfig" in res.get("Properties", {}):
-                    ports[logical_id] = free_port()
+                    ports[logical_id] = opts.ports.function_url(len(ports)) if opts.ports else free_port()
                     url = f"http://127.0.0.1:{ports[logical_id]}/"
                     resolver.attributes[(f"{logical_id}Url", "FunctionUrl")] = url
             elif res.get("Type") == "AWS::Serverless::LayerVersion":
@@ -132,15 +228,20 @@ class LocalStack:
         if opts.aws_proxy:
             self.aws_proxy = AwsProxy(self.moto.port)
             aws_env["AWS_ENDPOINT_URL"] = self.aws_proxy.endpoint
-        for logical_id, spec in function_specs(self.template, resolver, opts.root).items():
-            pool = FunctionPool(spec, aws_env, REGION, self.logs)
-            self.pools[logical_id] = pool
-            if logical_id in ports and opts.function_urls:
-                server = FunctionUrlServer(pool, credentials, ports[logical_id])
-                server.start()
-                self.urls[logical_id] = server
+        self.specs = function_specs(self.template, resolver, opts.root)
+        for logical_id, spec in self.specs.items():
+            with self._lock:
+                self._step()
+                pool = FunctionPool(spec, aws_env, REGION, self.logs)
+                self.pools[logical_id] = pool
+                if logical_id in ports and opts.function_urls:
+                    server = FunctionUrlServer(pool, credentials, ports[logical_id])
+                    server.start()
+                    self.urls[logical_id] = server
         if opts.web_dir and opts.web_dir.is_dir():
-            self.web = WebServer(opts.web_dir, self)
+            with self._lock:
+                self._step()
+                self.web = WebServer(opts.web_dir, self, port=opts.ports.web if opts.ports else 0)
         return self.endpoints()
 
     def endpoints(self) -> dict[str, Any]:
@@ -167,20 +268,57 @@ class LocalStack:
         client = self.moto.client("secretsmanager")
         return {role: client.get_secret_value(SecretId=arn)["SecretString"] for role, arn in self.secret_arns.items()}
 
+    def sam_env(self, host: str = "127.0.0.1") -> dict[str, dict[str, str]]:
+        """A `sam local invoke --env-vars` file: each function's variables as this stack sets them.
+
+        Every variable the template declares gets the local value (real resource names and ARNs, the
+        Stream URL, the upstream), and the endpoint overrides point at moto; `host` is how a container
+        reaches this machine (127.0.0.1 with `--docker-network host`).
+        """
+        endpoint = self.moto.endpoint if self.moto else ""
+        doc: dict[str, dict[str, str]] = {}
+        for logical_id, spec in self.specs.items():
+            env = dict(spec.environment)
+            if "AWS_ENDPOINT_URL" in env:
+                env["AWS_ENDPOINT_URL"] = endpoint
+            doc[logical_id] = {k: v.replace("//127.0.0.1:", f"//{host}:") for k, v in env.items()}
+        return doc
+
+    def snapshot(self) -> None:
+        """Save moto's tables and the key secrets (SIGSTREAM_PERSIST), for the next start."""
+        if not self.options.persist_file or not self.moto or not self.tables:
+            return
+        values = self.secret_values()
+        secrets_doc = {"sw1-app-secret": str(self.sw1_app.get("secret", ""))}
+        if "signing-keys" in values:
+            secrets_doc["signing-keys"] = values["signing-keys"]
+        tables = persistence.dump_tables(self.moto.client("dynamodb"), self.tables)
+        persistence.save_snapshot(self.options.persist_file, tables, secrets_doc)
+
     def stop(self) -> None:
-        """Stop every child process and server."""
-        for server in self.urls.values():
-            server.stop()
-        for pool in self.pools.values():
+        """Stop every child process and server; safe from another thread while start() runs, and twice."""
+        with self._lock:
+            self._stopping = True
+            urls, self.urls = list(self.urls.values()), {}
+            pools, self.pools = list(self.pools.values()), {}
+            web, self.web = self.web, None
+            proxy, self.aws_proxy = self.aws_proxy, None
+            upstream, self.upstream = self.upstream, None
+        # Environments first (SIGKILL, as Lambda ends them), so no runtime sees its Runtime API go away.
+        for pool in pools:
             pool.close()
-        if self.web:
-            self.web.stop()
-        if self.aws_proxy:
-            self.aws_proxy.stop()
-        if self.moto:
+        servers: list[Any] = [*urls, *(s for s in (web, proxy, upstream) if s is not None)]
+        threads = [threading.Thread(target=server.stop, daemon=True) for server in servers]
+        for thread in threads:
+            thread.start()
+        if self.moto and self.moto.process.poll() is None:
+            try:
+                self.snapshot()
+            except Exception as exc:  # never lose the shutdown over the snapshot; say so instead
+                self.logs("stack", f"could not save local data: {exc}")
             self.moto.stop()
-        if self.upstream:
-            self.upstream.stop()
+        for thread in threads:
+            thread.join(timeout=2)
 
 
 def parse_overrides(text: str) -> dict[str, str]:
@@ -188,11 +326,20 @@ def parse_overrides(text: str) -> dict[str, str]:
     pairs = [item.split("=", 1) for item in text.split()]
     if any(len(p) != 2 or not p[0] for p in pairs):
         raise ValueError(f"parameter overrides must be Name=value pairs: {text!r}")
-    return dict(pairs)  # type: ignore[arg-type]
+    return {name: value for name, value in pairs}
 
 
-def options_from_env(root: Path, log_stream: TextIO | None = sys.stdout) -> StackOptions:
-    """Options for `make dev`: UPSTREAM_BASE_URL / UPSTREAM_API_KEY, SIGSTREAM_PARAMETER_OVERRIDES."""
+def options_from_env(root: Path, log_stream: TextIO | None = sys.stdout, state_dir: Path | None = None) -> StackOptions:
+    """Options for `make dev`, from the environment.
+
+    UPSTREAM_BASE_URL / UPSTREAM_API_KEY, SIGSTREAM_PARAMETER_OVERRIDES, SIGSTREAM_PORT (stable ports
+    from this base) and SIGSTREAM_PERSIST=1 (keep local data across restarts).
+    """
+    state = state_dir or root / ".local"
+    base = os.environ.get("SIGSTREAM_PORT", "").strip()
+    if base and not (base.isdigit() and 1024 <= int(base) <= 65000):
+        raise StackError(f"SIGSTREAM_PORT must be a port number from 1024 to 65000, not {base!r}")
+    persist = os.environ.get("SIGSTREAM_PERSIST", "").strip().lower() in ("1", "true", "yes")
     return StackOptions(
         root=root,
         template=root / "template.yaml",
@@ -200,6 +347,8 @@ def options_from_env(root: Path, log_stream: TextIO | None = sys.stdout) -> Stac
         upstream_base_url=os.environ.get("UPSTREAM_BASE_URL") or None,
         upstream_api_key=os.environ.get("UPSTREAM_API_KEY") or None,
         log_stream=log_stream,
-        log_dir=root / ".local" / "logs",
+        log_dir=state / "logs",
         web_dir=root / "web",
+        ports=Ports(int(base)) if base else None,
+        persist_file=state / "data" / "moto-state.json" if persist else None,
     )

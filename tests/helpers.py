@@ -15,6 +15,15 @@ from botocore.credentials import Credentials
 from local.stack import LocalStack
 
 
+def event_table() -> dict[str, tuple[str, int]]:
+    """events/README.md's table: event file -> (function, expected Function URL status)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "events" / "README.md").read_text()
+    rows = [line.split("|")[1:4] for line in readme.splitlines() if line.startswith("| ") and ".json" in line]
+    return {name.strip(): (function.strip(), int(status)) for name, function, status in rows}
+
+
 def new_subject() -> str:
     """A fresh end-user id, so rate limits and histories do not mix between tests."""
     return "user-" + uuid.uuid4().hex[:12]

@@ -9,11 +9,12 @@ from typing import Any, Literal
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Response
 from aws_lambda_powertools.metrics import MetricUnit
-from aws_lambda_powertools.utilities import parameters
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from sigstream.core.errors import BadRequestError, NotFoundError, ServiceUnavailableError, SigstreamError
-from sigstream.core.settings import ConfigError, parse_signing_keys
+from sigstream.adapters.aws_client import SECRETS_MANAGER, client_from_environment
+from sigstream.adapters.secret_cache import SecretCache
+from sigstream.core.errors import BadRequestError, NotFoundError, SigstreamError
+from sigstream.core.settings import ConfigError, SignSettings
 from sigstream.core.signed_url import CONVERSATION_PATTERN, MODEL_PATTERN, SUBJECT_PATTERN
 from sigstream.core.url_issuer import SignSpec, issue_url, random_id
 
@@ -21,10 +22,19 @@ logger = Logger(service="sigstream-sign")
 metrics = Metrics(namespace="Sigstream", service="sigstream-sign")
 app = LambdaFunctionUrlResolver()
 
-KEYS_SECRET = os.environ["SIGSTREAM_SIGNING_KEYS_SECRET"]
-STREAM_URL = os.environ["SIGSTREAM_STREAM_URL"]
-MAX_LIFETIME = int(os.environ.get("SIGSTREAM_MAX_URL_LIFETIME", "3600"))
-SECRET_TTL = int(os.environ.get("SIGSTREAM_SECRET_TTL_SECONDS", "300"))
+
+def _configure() -> tuple[SignSettings, SecretCache]:
+    """Settings and the secret cache, as the Stream function has them; bad settings stop the start."""
+    try:
+        settings = SignSettings.from_env(os.environ)
+    except ConfigError as exc:
+        # Issuing relative or unverifiable URLs would fail later in a browser; failing here says why.
+        logger.error("configuration error: the Sign function cannot start", extra={"cause": str(exc)})
+        raise
+    return settings, SecretCache(client_from_environment(SECRETS_MANAGER, os.environ), settings.secret_ttl_seconds)
+
+
+SETTINGS, SECRETS = _configure()
 
 
 class SignRequest(BaseModel):
@@ -59,15 +69,17 @@ def _error(error: SigstreamError) -> Response[Any]:
     )
 
 
-@app.exception_handler(ValidationError)
+@app.exception_handler(ValidationError)  # type: ignore[untyped-decorator]  # Powertools' decorator is untyped
 def _invalid(exc: ValidationError) -> Response[Any]:
     first = exc.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or "body"
     return _error(BadRequestError(f"{field}: {first['msg']}", param=field))
 
 
-@app.exception_handler(SigstreamError)
+@app.exception_handler(SigstreamError)  # type: ignore[untyped-decorator]
 def _refused(exc: SigstreamError) -> Response[Any]:
+    if exc.status >= 500:  # the client sees only the public message; the log says what broke
+        logger.error("request failed", extra={"status": exc.status, "code": exc.code, "cause": exc.cause()})
     return _error(exc)
 
 
@@ -86,11 +98,7 @@ def sign() -> Response[Any]:
     if not isinstance(body, dict):
         raise BadRequestError("body must be a JSON object", param="body")
     request = SignRequest.model_validate(body)
-    try:
-        keys = parse_signing_keys(parameters.get_secret(KEYS_SECRET, max_age=SECRET_TTL))
-    except (ConfigError, parameters.exceptions.GetParameterError) as exc:
-        logger.error("signing keys unavailable", extra={"error": type(exc).__name__})
-        raise ServiceUnavailableError("signing keys are temporarily unavailable") from exc
+    keys = SECRETS.signing_keys(SETTINGS.signing_keys_secret)
     models = (request.model,) if isinstance(request.model, str) else tuple(request.model or ())
     spec = SignSpec(
         subject=request.subject,
@@ -108,9 +116,9 @@ def sign() -> Response[Any]:
     doc = issue_url(
         spec,
         keys,
-        STREAM_URL,
+        SETTINGS.stream_url,
         now=int(time.time()),
-        max_lifetime=MAX_LIFETIME,
+        max_lifetime=SETTINGS.max_url_lifetime,
         new_id=random_id,
     )
     metrics.add_metric(name="UrlsIssued", unit=MetricUnit.Count, value=1)

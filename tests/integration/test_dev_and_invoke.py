@@ -11,56 +11,29 @@ import sys
 import time
 from pathlib import Path
 
+from local.event_prep import prepare_event
 from local.fake_provider import FakeProvider
-from local.resign import refresh_event
+from local.invoke_cli import pool_caller, run_invocation
 from local.stack import LocalStack
 from tests.conftest import ROOT
-from tests.helpers import http, sse_text
+from tests.helpers import event_table, http, sse_text
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "core" / "python")}
-EXPECTED = {
-    "sign-chat-url.json": ("SignFunction", 200),
-    "sign-conversation-list-url.json": ("SignFunction", 200),
-    "sign-policy-url.json": ("SignFunction", 200),
-    "sign-malformed.json": ("SignFunction", 400),
-    "sign-unknown-field.json": ("SignFunction", 400),
-    "stream-chat-valid.json": ("StreamFunction", 200),
-    "stream-chat-json-valid.json": ("StreamFunction", 200),
-    "stream-list-conversations-valid.json": ("StreamFunction", 200),
-    "stream-list-messages-valid.json": ("StreamFunction", 200),
-    "stream-delete-conversation-valid.json": ("StreamFunction", 200),
-    "stream-chat-expired.json": ("StreamFunction", 403),
-    "stream-chat-tampered.json": ("StreamFunction", 403),
-    "stream-chat-malformed-body.json": ("StreamFunction", 400),
-    "stream-chat-malformed-query.json": ("StreamFunction", 400),
-    "stream-sw1-valid.json": ("StreamFunction", 200),
-    "stream-sw1-tampered.json": ("StreamFunction", 403),
-}
 
 
-def _status_of(stack: LocalStack, function: str, event: bytes) -> int:
-    inv = stack.pools[function].invoke(event)
-    first = inv.events.get(timeout=60)
-    data = b""
-    while True:
-        item = inv.events.get(timeout=60)
-        if hasattr(item, "data"):
-            data += item.data
-            continue
-        break
-    if function == "SignFunction":
-        return int(json.loads(data)["statusCode"])
-    assert first.content_type == "application/vnd.awslambda.http-integration-response"
-    return int(json.loads(data.split(b"\x00" * 8)[0])["statusCode"])
-
-
-def test_every_event_file_is_covered_and_gives_its_scenario(app_stack: LocalStack) -> None:
-    files = sorted(p.name for p in (ROOT / "events").glob("*.json"))
-    assert files == sorted(EXPECTED)
+def test_every_event_file_is_documented_and_gives_its_scenario(app_stack: LocalStack) -> None:
+    """Each events/ file, prepared as `make event` prepares it, gives the status events/README.md says."""
+    table = event_table()
+    assert sorted(p.name for p in (ROOT / "events").glob("*.json")) == sorted(table)
     secrets = app_stack.secret_values()
-    for name, (function, status) in EXPECTED.items():
-        event = refresh_event((ROOT / "events" / name).read_bytes(), secrets, app_stack.sw1_app["proxy"])
-        assert _status_of(app_stack, function, event) == status, name
+    call = pool_caller(app_stack.pools["StreamFunction"], "us-east-1")
+    # Delete first: the messages event after it must still work (its conversation is re-created).
+    for name in sorted(table, key=lambda n: "delete" not in n):
+        function, status = table[name]
+        event = prepare_event((ROOT / "events" / name).read_bytes(), secrets, app_stack.sw1_app["proxy"], call)
+        outcome = run_invocation(app_stack.pools[function], event, timeout=60)
+        assert outcome.status == status, (name, outcome.body[:300])
+        assert outcome.error_type is None, name
 
 
 def test_make_invoke_streams_the_body_to_stdout() -> None:
@@ -75,7 +48,8 @@ def test_make_invoke_streams_the_body_to_stdout() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.rstrip().endswith(b"data: [DONE]")
     assert sse_text(result.stdout).startswith("Echo (1 messages): Write a haiku")
-    assert b'"statusCode": 200' in result.stderr  # the prelude goes to stderr, like sam local invoke's logs
+    # The status line goes to stderr (like sam local invoke's logs), so stdout is exactly the body.
+    assert result.stderr.startswith(b"HTTP 200  content-type: text/event-stream")
 
 
 def test_make_invoke_reports_errors_with_exit_code() -> None:
@@ -88,6 +62,39 @@ def test_make_invoke_reports_errors_with_exit_code() -> None:
         check=False,
     )
     assert result.returncode == 2 and b"StreamFunction" in result.stderr
+
+
+def test_make_invoke_prints_the_status_and_a_mid_stream_failure_clearly(demo_stack: LocalStack) -> None:
+    """A stream that fails after its first byte: body (with its in-band error event), then one error line."""
+    import io
+
+    from local.invoke_cli import print_invocation
+
+    event = {"version": "2.0", "rawPath": "/boom-mid-sse", "requestContext": {"requestId": "r1"}, "headers": {}}
+    out, err = io.BytesIO(), io.StringIO()
+    code = print_invocation(demo_stack.pools["StreamerFunction"], json.dumps(event).encode(), out, err)
+    assert code == 1
+    assert out.getvalue().startswith(b"data: one\n\ndata: half-writ\n\nevent: error\ndata: ")
+    lines = err.getvalue().splitlines()
+    assert lines[0] == "HTTP 200  content-type: text/event-stream"
+    assert lines[-1] == (
+        "error: the function failed after the response started (Function.RuntimeError: exploded mid-stream); "
+        "the client saw a cut-off stream"
+    )
+
+
+def test_make_invoke_prints_an_invocation_error_as_the_502_a_client_gets(demo_stack: LocalStack) -> None:
+    import io
+
+    from local.invoke_cli import print_invocation
+
+    event = {"version": "2.0", "rawPath": "/boom-before", "requestContext": {"requestId": "r2"}, "headers": {}}
+    out, err = io.BytesIO(), io.StringIO()
+    assert print_invocation(demo_stack.pools["StreamerFunction"], json.dumps(event).encode(), out, err) == 1
+    assert err.getvalue().splitlines() == [
+        "HTTP 502",
+        "error: the invocation failed (Function.ValueError: exploded before the first byte); a Function URL answers 502",
+    ]
 
 
 def _port_open(url: str) -> bool:

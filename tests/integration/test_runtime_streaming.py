@@ -89,6 +89,22 @@ def test_mid_stream_exception_cuts_the_stream_and_sends_error_trailers(demo_stac
     assert trailer["errorMessage"] == "exploded mid-stream"
 
 
+def test_mid_stream_exception_in_an_event_stream_is_also_reported_in_the_body(demo_stack: LocalStack) -> None:
+    """Trailers never reach a browser or an emulator's output: an SSE body gets an `error` event as well."""
+    conn = _conn(demo_stack.urls["StreamerFunction"].url)
+    conn.request("GET", "/boom-mid-sse")
+    response = conn.getresponse()
+    with pytest.raises(http.client.IncompleteRead) as cut:
+        response.read()
+    body = cut.value.partial
+    assert body.startswith(b"data: one\n\ndata: half-writ\n\nevent: error\ndata: ")
+    notice = json.loads(body.split(b"event: error\ndata: ", 1)[1])
+    assert notice["error"]["type"] == "Function.RuntimeError" and notice["error"]["request_id"]
+    assert "exploded" not in body.decode()  # the message and stack trace stay in the log
+    end = _events(demo_stack, "StreamerFunction", "/boom-mid-sse")[-1]
+    assert isinstance(end, ResponseEnd) and end.error_type == "Function.RuntimeError"  # trailers still sent
+
+
 @pytest.mark.parametrize("path,error_type", [("/boom-before", "Function.ValueError"), ("/raise", "Function.KeyError")])
 def test_exception_before_the_first_byte_posts_invocation_error(
     demo_stack: LocalStack, path: str, error_type: str

@@ -377,19 +377,20 @@ def test_custom_domain_is_off_by_default_and_keeps_streaming_and_cors() -> None:
 
 
 def _env_reads() -> dict[str, set[str]]:
-    """SIGSTREAM_* names each function's code reads (config helpers and os.environ)."""
-    core = ROOT / "layers" / "core" / "python" / "sigstream"
-    config_names = {
-        "SIGSTREAM_" + n
-        for n in re.findall(r'_(?:get|int)\(env, "([A-Z0-9_]+)"', (core / "core" / "settings.py").read_text())
+    """SIGSTREAM_* names each function's code reads (its settings class and os.environ)."""
+    settings = (ROOT / "layers" / "core" / "python" / "sigstream" / "core" / "settings.py").read_text()
+    by_class = {
+        name: {"SIGSTREAM_" + n for n in re.findall(r'_(?:get|int|url)\(env, "([A-Z0-9_]+)"', body)}
+        for name, body in re.findall(r"^class (\w+Settings)\b(.*?)(?=^\S)", settings, re.S | re.M)
     }
     reads: dict[str, set[str]] = {}
     for function, folder in (("StreamFunction", "stream"), ("SignFunction", "sign")):
         names = set()
         for path in (ROOT / "functions" / folder).rglob("*.py"):
-            names |= set(re.findall(r'os\.environ(?:\.get\(|\[)"(SIGSTREAM_[A-Z0-9_]+)"', path.read_text()))
-            if "StreamSettings.from_env" in path.read_text():
-                names |= config_names
+            text = path.read_text()
+            names |= set(re.findall(r'os\.environ(?:\.get\(|\[)"(SIGSTREAM_[A-Z0-9_]+)"', text))
+            for settings_class in re.findall(r"(\w+Settings)\.from_env", text):
+                names |= by_class[settings_class]
         reads[function] = names
     return reads
 
@@ -516,3 +517,22 @@ def test_deploy_rehearsal_promotes_one_package_through_every_stage(built: Path, 
         assert boundary == f"arn:aws:iam::123456789012:policy/sigstream-boundary-{stage}", role
     # Three layers per stage (moto names them per stack and does not attach them to the functions).
     assert len({layer["LayerName"] for layer in layers}) == 3 * len(STAGES)
+
+
+# Lambda's reserved variable names (configuration-envvars-runtime): a function may not set these.
+LAMBDA_RESERVED = {
+    "_HANDLER", "_X_AMZN_TRACE_ID", "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_EXECUTION_ENV",
+    "AWS_LAMBDA_FUNCTION_NAME", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "AWS_LAMBDA_FUNCTION_VERSION",
+    "AWS_LAMBDA_INITIALIZATION_TYPE", "AWS_LAMBDA_LOG_GROUP_NAME", "AWS_LAMBDA_LOG_STREAM_NAME",
+    "AWS_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "AWS_LAMBDA_RUNTIME_API", "LAMBDA_TASK_ROOT", "LAMBDA_RUNTIME_DIR", "TZ",
+}  # fmt: skip
+
+
+def test_endpoint_overrides_are_declared_empty_for_sam_local_and_none_is_reserved(translated: dict[str, Any]) -> None:
+    """`sam local invoke --env-vars` sets only declared variables; deployed, the empty values are ignored."""
+    for props in _of_type(translated, "AWS::Lambda::Function").values():
+        variables = props["Environment"]["Variables"]
+        for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SECRETS_MANAGER"):
+            assert variables[name] == "", name
+        assert not set(variables) & LAMBDA_RESERVED

@@ -6,11 +6,11 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from sigstream.adapters.aws_client import DYNAMODB, SECRETS_MANAGER, client_from_environment
+from sigstream.adapters.aws_client import DYNAMODB, SECRETS_MANAGER, AwsServiceError, client_from_environment
 from sigstream.adapters.secret_cache import SecretCache
-from sigstream.core.errors import MethodNotAllowedError, NotFoundError, SigstreamError
+from sigstream.core.errors import MethodNotAllowedError, NotFoundError, ServiceUnavailableError, SigstreamError
 from sigstream.core.routes import match_route
-from sigstream.core.settings import StreamSettings, parse_signing_keys, parse_sw1_apps
+from sigstream.core.settings import ConfigError, StreamSettings, parse_sw1_apps
 from sigstream.core.signed_url import verify_query
 from sigstream.core.sw1 import is_sw1_query
 from stream_app import conversations, observability
@@ -55,6 +55,12 @@ class StreamApp:
         except SigstreamError as error:
             self._log_refusal(error)
             result = error_result(error)
+        except ConfigError as exc:  # a malformed secret (e.g. the SW1 apps): a deployment fault
+            self._log_refusal(ServiceUnavailableError("the service is misconfigured; try again later"), exc)
+            result = error_result(ServiceUnavailableError("the service is misconfigured; try again later"))
+        except AwsServiceError as exc:  # e.g. the table does not exist: a deployment fault, not the client's
+            self._log_refusal(ServiceUnavailableError("history storage is temporarily unavailable"), exc)
+            result = error_result(ServiceUnavailableError("history storage is temporarily unavailable"))
         except Exception as exc:
             logger.exception("unexpected failure", extra={"cause": observability.describe_cause(exc)})
             observability.note(code="internal_error")
@@ -62,19 +68,28 @@ class StreamApp:
         observability.note(status=result.status)
         return result
 
-    @staticmethod
-    def _log_refusal(error: SigstreamError) -> None:
-        """4xx at INFO; a failing provider or dependency at WARNING/ERROR, with its cause."""
+    def _log_refusal(self, error: SigstreamError, cause: BaseException | None = None) -> None:
+        """4xx at INFO; a failing provider or dependency at WARNING/ERROR, with its cause (never in the body)."""
         observability.note(code=error.code)
-        extra = {"status": error.status, "code": error.code, "param": error.param}
+        extra: dict[str, Any] = {"status": error.status, "code": error.code, "param": error.param}
         if error.status < 500:
             logger.info("request refused", extra=extra)
             return
-        extra["cause"] = observability.describe_cause(error.__cause__)
+        extra.update(self._cause(cause or error))
         if error.code in observability.UPSTREAM_CODES:
             logger.warning("provider failed", extra=extra)  # theirs, not ours: alarmed on its rate
         else:
             logger.error("dependency failed", extra=extra)
+
+    def _cause(self, error: BaseException) -> dict[str, Any]:
+        """What broke and where, for the log: the cause chain and the endpoints in use."""
+        return {
+            "cause": observability.describe_cause(error.__cause__ if isinstance(error, SigstreamError) else error),
+            "detail": error.cause() if isinstance(error, SigstreamError) else None,
+            "table": self.settings.table,
+            "dynamodb_endpoint": self.store.client.endpoint,
+            "upstream_base_url": self.settings.upstream_base_url,
+        }
 
     def _route(self, request: Request) -> HttpResult:
         if request.path == "/" and is_sw1_query(request.raw_query):
@@ -87,7 +102,7 @@ class StreamApp:
             raise NotFoundError(f"no route for {request.path[:100]}", param="path")
         if request.method != route.method:
             raise MethodNotAllowedError(f"{request.method} is not allowed on this path", param="method")
-        keys = parse_signing_keys(self.secrets.get(self.settings.signing_keys_secret)).keys
+        keys = self.secrets.signing_keys(self.settings.signing_keys_secret).keys
         grant = verify_query(
             method=request.method,
             path=request.path,
@@ -125,8 +140,12 @@ class StreamApp:
 
 
 def build_app(env: Mapping[str, str], clock: Callable[[], float]) -> StreamApp:
-    """Wire settings and adapters from the environment (no network calls)."""
-    settings = StreamSettings.from_env(env)
+    """Wire settings and adapters from the environment (no network calls); bad settings stop the start."""
+    try:
+        settings = StreamSettings.from_env(env)
+    except ConfigError as exc:
+        logger.error("configuration error: the Stream function cannot start", extra={"cause": str(exc)})
+        raise
     secrets_client = client_from_environment(SECRETS_MANAGER, env)
     dynamo_client = client_from_environment(DYNAMODB, env)
     upstream = Upstream(

@@ -11,20 +11,14 @@ from typing import Any
 from sigstream_runtime.api_client import Invocation, RuntimeApiClient, StreamAbortedError
 from sigstream_runtime.context import LambdaContext
 from sigstream_runtime.handler_loader import Handler, HandlerLoadError, load_handler
-from sigstream_runtime.marshal import decode_event, encode_result, error_payload
-from sigstream_runtime.response import PRELUDE_CONTENT_TYPE, StreamingResponse, as_bytes
+from sigstream_runtime.marshal import decode_event, encode_result, error_payload, function_error_type
+from sigstream_runtime.response import PRELUDE_CONTENT_TYPE, StreamingResponse, as_bytes, in_band_error
 
 
 def log_error(payload: dict[str, Any]) -> None:
     """One JSON line on stderr, which Lambda ships to CloudWatch."""
     sys.stderr.write(json.dumps({"level": "ERROR", **payload}) + "\n")
     sys.stderr.flush()
-
-
-def function_error_type(exc: BaseException, category: str = "Function") -> str:
-    """Error-type header value in the `Function.Name` form the Runtime API accepts."""
-    name = type(exc).__name__
-    return f"{category}.{name}" if name[:1].isupper() and name.isalpha() else f"{category}.Unknown"
 
 
 class Worker:
@@ -109,21 +103,48 @@ class Worker:
     def _rest(
         self, inv: Invocation, response: StreamingResponse, first: bytes, chunks: Iterator[bytes]
     ) -> Iterator[bytes]:
+        tail = first[-2:]
         try:
             yield response.prelude() + first
             for chunk in chunks:
                 if chunk:  # an empty chunk would end the HTTP body early
+                    tail = chunk[-2:]
                     yield chunk
         except GeneratorExit:
             raise
         except Exception as exc:
             payload = error_payload(exc, inv.request_id)
             log_error(payload)
-            raise StreamAbortedError(function_error_type(exc), payload) from exc
+            error_type = function_error_type(exc)
+            # Trailers carry the error to Lambda; emulators and browsers never see them, so say it in the body
+            # too where the content type can (only for exceptions: a handler's own error events are its own).
+            notice = in_band_error(response.content_type, error_type, inv.request_id, tail)
+            if notice:
+                yield notice
+            raise StreamAbortedError(error_type, payload) from exc
         finally:
             close = getattr(response.body, "close", None)
             if callable(close):
                 close()
+
+
+def warn_threads_before_fork() -> None:
+    """Threads started during init do not survive fork(), and locks they hold stay held in the workers."""
+    import threading
+
+    others = [t.name for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
+    if others:
+        sys.stderr.write(
+            json.dumps(
+                {
+                    "level": "WARNING",
+                    "message": "threads alive at fork: workers may deadlock on locks they hold (import, logging)",
+                    "threads": others,
+                }
+            )
+            + "\n"
+        )
+        sys.stderr.flush()
 
 
 def fork_workers(count: int) -> None:
@@ -153,6 +174,7 @@ def main() -> None:
         sys.exit(1)
     concurrency = int(os.environ.get("AWS_LAMBDA_MAX_CONCURRENCY", "1") or 1)
     if concurrency > 1:
+        warn_threads_before_fork()
         client.close()  # each worker process opens its own keep-alive connection
         fork_workers(concurrency)
         client = RuntimeApiClient(os.environ["AWS_LAMBDA_RUNTIME_API"])

@@ -45,3 +45,9 @@ def error_payload(exc: BaseException, request_id: str = "") -> dict[str, Any]:
         "requestId": request_id,
         "stackTrace": traceback.format_list(trimmed),
     }
+
+
+def function_error_type(exc: BaseException, category: str = "Function") -> str:
+    """Error-type header value in the `Function.Name` form the Runtime API accepts."""
+    name = type(exc).__name__
+    return f"{category}.{name}" if name[:1].isupper() and name.isalpha() else f"{category}.Unknown"

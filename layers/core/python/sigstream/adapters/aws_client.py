@@ -97,6 +97,11 @@ class AwsJsonClient:
         self._local = threading.local()
         self.requests = 0  # counted for benchmarks: AWS requests per chat turn
 
+    @property
+    def endpoint(self) -> str:
+        """Where calls go (for logs)."""
+        return f"{'https' if self._secure else 'http'}://{self._host}"
+
     def _connection(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
@@ -176,7 +181,10 @@ MAX_ATTEMPTS = {"dynamodb": 10, "secretsmanager": 4}
 def client_from_environment(protocol: ServiceProtocol, env: Mapping[str, str], **kwargs: Any) -> AwsJsonClient:
     """A client configured from Lambda's environment (credentials, region, endpoint overrides)."""
     kwargs.setdefault("max_attempts", MAX_ATTEMPTS.get(protocol.signing_name, 4))
-    service_env = "AWS_ENDPOINT_URL_" + protocol.signing_name.upper()
+    # The SDKs' standard names: AWS_ENDPOINT_URL_<service id, spaces as underscores>, then AWS_ENDPOINT_URL.
+    service_env = {"secretsmanager": "AWS_ENDPOINT_URL_SECRETS_MANAGER"}.get(  # pragma: allowlist secret
+        protocol.signing_name, "AWS_ENDPOINT_URL_" + protocol.signing_name.upper()
+    )
     return AwsJsonClient(
         protocol,
         region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",

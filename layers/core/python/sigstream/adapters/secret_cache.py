@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from sigstream.adapters.aws_client import AwsJsonClient, AwsServiceError
 from sigstream.core.errors import ServiceUnavailableError
+from sigstream.core.settings import ConfigError, SigningKeys, parse_signing_keys
 
 
 @dataclass
@@ -49,6 +50,19 @@ class SecretCache:
             except (AwsServiceError, KeyError) as exc:
                 if entry and now - entry.fetched_at < self.max_stale:
                     return entry.value
-                raise ServiceUnavailableError("a required secret is temporarily unavailable") from exc
+                reason = f"{exc}" if isinstance(exc, AwsServiceError) else "no SecretString in the answer"
+                raise ServiceUnavailableError(
+                    "a required secret is temporarily unavailable",
+                    detail=f"GetSecretValue {secret_id!r} at {self.client.endpoint} failed: {reason}",
+                ) from exc
             self._entries[secret_id] = _Entry(value, now)
             return value
+
+    def signing_keys(self, secret_id: str) -> SigningKeys:
+        """The URL signing keys; a malformed secret is a deployment fault (503, cause logged), not a crash."""
+        try:
+            return parse_signing_keys(self.get(secret_id))
+        except ConfigError as exc:
+            raise ServiceUnavailableError(
+                "signing keys are temporarily unavailable", detail=f"secret {secret_id!r}: {exc}"
+            ) from exc

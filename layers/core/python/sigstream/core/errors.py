@@ -12,10 +12,18 @@ class SigstreamError(Exception):
     code = "internal_error"
     error_type = "server_error"
 
-    def __init__(self, message: str = "internal error", *, param: str | None = None) -> None:
+    def __init__(self, message: str = "internal error", *, param: str | None = None, detail: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self.detail = detail  # the cause, for the log only: never part of the response
+
+    def cause(self) -> str | None:
+        """What went wrong behind the public message (`detail`, else the chained exception), for logs."""
+        if self.detail:
+            return self.detail
+        chained = self.__cause__
+        return f"{type(chained).__name__}: {chained}" if chained is not None else None
 
     def headers(self) -> dict[str, str]:
         """Extra response headers (e.g. Retry-After)."""

@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from sigstream.core.sw1 import DEFAULT_APP_RATE_LIMIT, DEFAULT_URL_RATE_LIMIT, Sw1App
 
@@ -43,9 +44,18 @@ class ConfigError(Exception):
 
 
 def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str:
-    value = env.get(PREFIX + name, default)
+    # Empty counts as unset: `sam local invoke` passes "" for every value it cannot resolve locally.
+    value = env.get(PREFIX + name) or default
     if value is None:
         raise ConfigError(f"{PREFIX}{name} is not set")
+    return value
+
+
+def _url(env: Mapping[str, str], name: str) -> str:
+    value = _get(env, name)
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{PREFIX}{name} must be an absolute http(s) URL")
     return value
 
 
@@ -114,7 +124,7 @@ class StreamSettings:
             signing_keys_secret=_get(env, "SIGNING_KEYS_SECRET"),
             provider_key_secret=_get(env, "PROVIDER_KEY_SECRET"),
             sw1_apps_secret=_get(env, "SW1_APPS_SECRET", ""),
-            upstream_base_url=_get(env, "UPSTREAM_BASE_URL").rstrip("/"),
+            upstream_base_url=_url(env, "UPSTREAM_BASE_URL").rstrip("/"),
             default_model=_get(env, "DEFAULT_MODEL", "gpt-4o-mini"),
             max_url_lifetime=_int(env, "MAX_URL_LIFETIME", 3600),
             url_clock_skew_seconds=_int(env, "URL_CLOCK_SKEW_SECONDS", 30),
@@ -140,6 +150,26 @@ class StreamSettings:
                 env, "FORWARDED_PARAMETERS", ",".join(DEFAULT_FORWARDED_PARAMETERS), _PARAMETER_NAME
             ),
             output_tokens_parameter=output_parameter,
+        )
+
+
+@dataclass(frozen=True)
+class SignSettings:
+    """Everything the Sign function reads from its environment."""
+
+    signing_keys_secret: str
+    stream_url: str
+    max_url_lifetime: int
+    secret_ttl_seconds: int
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> SignSettings:
+        """Parse and validate; without the Stream URL every issued URL would be relative, so refuse."""
+        return cls(
+            signing_keys_secret=_get(env, "SIGNING_KEYS_SECRET"),
+            stream_url=_url(env, "STREAM_URL"),
+            max_url_lifetime=_int(env, "MAX_URL_LIFETIME", 3600),
+            secret_ttl_seconds=_int(env, "SECRET_TTL_SECONDS", 300),
         )
 
 

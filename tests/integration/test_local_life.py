@@ -1,0 +1,308 @@
+"""The local stack as a developer lives in it: Ctrl-C at any moment, a second `make dev`, stable ports,
+persistent data, and one-line answers when something is missing. Real subprocesses and signals.
+"""
+
+from __future__ import annotations
+
+import http.client as http_client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.helpers import http
+from tests.helpers import sign as sign_request
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "layers" / "core" / "python")}
+STOP_DEADLINE = 2.0  # issue 15: Ctrl-C stops everything within 2 s, at any moment
+
+
+class Dev:
+    """`python -m local dev` in its own process group, as a terminal runs `make dev`."""
+
+    def __init__(self, state: Path, **env: str) -> None:
+        self.state = state
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "local", "dev"],
+            cwd=ROOT,
+            env={**ENV, "SIGSTREAM_LOCAL_STATE_DIR": str(state), **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+        )
+        self.output = {"stdout": b"", "stderr": b""}
+        self._readers = [
+            threading.Thread(target=self._read, args=(name, pipe), daemon=True)
+            for name, pipe in (("stdout", self.proc.stdout), ("stderr", self.proc.stderr))
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, name: str, pipe: Any) -> None:
+        for line in pipe:
+            self.output[name] += line
+
+    def endpoints(self, timeout: float = 60) -> dict[str, Any]:
+        path = self.state / "endpoints.json"
+        deadline = time.monotonic() + timeout
+        while not path.exists():
+            assert self.proc.poll() is None, self.text()
+            assert time.monotonic() < deadline, "endpoints.json never appeared"
+            time.sleep(0.05)
+        return dict(json.loads(path.read_text()))
+
+    def ctrl_c(self) -> float:
+        """SIGINT to the whole foreground group, as the terminal sends it; seconds until the process exits."""
+        start = time.monotonic()
+        os.killpg(self.proc.pid, signal.SIGINT)
+        try:
+            self.proc.wait(timeout=30)
+        finally:
+            if self.proc.poll() is None:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        elapsed = time.monotonic() - start
+        for reader in self._readers:
+            reader.join(timeout=5)
+        return elapsed
+
+    def text(self) -> str:
+        return (self.output["stdout"] + self.output["stderr"]).decode("utf-8", "replace")
+
+
+def _assert_clean_stop(dev: Dev, elapsed: float) -> None:
+    text = dev.text()
+    assert dev.proc.returncode == 0, text[-3000:]
+    assert elapsed < STOP_DEADLINE, f"took {elapsed:.2f}s to stop"
+    assert "Traceback" not in text, text[-3000:]
+    assert "RuntimeApiError" not in text and "botocore" not in text, text[-3000:]
+    assert "sigstream local stack stopped" in text
+    assert not (dev.state / "endpoints.json").exists() and not (dev.state / "sam-env.json").exists()
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.2])
+def test_ctrl_c_during_start_up_stops_at_once_without_tracebacks(tmp_path: Path, delay: float) -> None:
+    dev = Dev(tmp_path)
+    time.sleep(delay)  # moto still starting, or resources being created
+    elapsed = dev.ctrl_c()
+    _assert_clean_stop(dev, elapsed)
+
+
+def test_ctrl_c_when_idle_stops_everything_within_two_seconds(tmp_path: Path) -> None:
+    dev = Dev(tmp_path)
+    endpoints = dev.endpoints()
+    elapsed = dev.ctrl_c()
+    _assert_clean_stop(dev, elapsed)
+    for key in ("sign_url", "stream_url", "web_url", "aws_endpoint_url", "upstream_base_url"):
+        host, port = endpoints[key].split("//")[1].split("/")[0].split(":")
+        with socket.socket() as sock:
+            assert sock.connect_ex((host, int(port))) != 0, f"{key} still served"
+
+
+def test_ctrl_c_after_traffic_and_during_a_stream_is_quiet_and_quick(tmp_path: Path) -> None:
+    dev = Dev(tmp_path)
+    endpoints = dev.endpoints()
+    fake = type("S", (), {"endpoints": lambda self: endpoints})()
+    body = json.dumps({"messages": [{"role": "user", "content": "one two three four five six"}]}).encode()
+    headers = {"content-type": "application/json"}
+    for _ in range(2):  # warm environments of both functions, then a finished stream
+        _, answer = sign_request(fake, {"subject": "life-user", "stateless": True})  # type: ignore[arg-type]
+        status, _, _ = http("POST", answer["url"], body, headers)
+        assert status == 200
+    control = endpoints["upstream_base_url"].removesuffix("/v1") + "/_control"
+    http("POST", control, json.dumps({"delay_ms": 400}).encode(), headers)
+    _, answer = sign_request(fake, {"subject": "life-user", "stateless": True})  # type: ignore[arg-type]
+    stream_body = json.dumps({"stream": True, "messages": [{"role": "user", "content": "a b c d e f g h"}]})
+    request = urllib.request.Request(answer["url"], data=stream_body.encode(), headers=headers, method="POST")
+    response = urllib.request.urlopen(request, timeout=30)
+    assert response.status == 200
+    first = response.read1(64)  # mid-stream: the first event is here, the rest is paced by the upstream
+    assert first.startswith(b"data: ")
+    elapsed = dev.ctrl_c()
+    _assert_clean_stop(dev, elapsed)
+    try:
+        rest = response.read()
+    except (OSError, http_client.HTTPException):  # a cut stream is the expected outcome
+        rest = b""
+    assert b"[DONE]" not in first + rest  # the stream was cut by the stop, not finished
+
+
+def test_a_killed_make_dev_leaves_no_moto_server_behind(tmp_path: Path) -> None:
+    """moto runs in its own session (Ctrl-C reaches only `make dev`), so it must notice a SIGKILLed parent."""
+    dev = Dev(tmp_path)
+    endpoints = dev.endpoints()
+    os.kill(dev.proc.pid, signal.SIGKILL)
+    dev.proc.wait(timeout=10)
+    host, port = endpoints["aws_endpoint_url"].split("//")[1].split(":")
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as sock:
+            if sock.connect_ex((host, int(port))) != 0:
+                break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("moto server outlived the killed make dev")
+    if _group_alive(dev.proc.pid):  # tidy up whatever else of the killed stack is left
+        os.killpg(dev.proc.pid, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_a_second_make_dev_says_where_the_first_one_is(tmp_path: Path) -> None:
+    first = Dev(tmp_path)
+    endpoints = first.endpoints()
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "local", "dev"],
+            cwd=ROOT,
+            env={**ENV, "SIGSTREAM_LOCAL_STATE_DIR": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert second.returncode == 1
+        lines = second.stderr.strip().splitlines()
+        assert len(lines) == 1, second.stderr
+        assert f"pid {first.proc.pid}" in lines[0] and endpoints["web_url"] in lines[0]
+        assert json.loads((tmp_path / "endpoints.json").read_text()) == endpoints  # untouched
+    finally:
+        first.ctrl_c()
+
+
+def _free_base() -> int:
+    for base in range(20000, 60000, 97):
+        ports = range(base, base + 5)
+        if all(_bindable(p) for p in ports):
+            return base
+    raise AssertionError("no free port range")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_sigstream_port_gives_stable_ports_and_persistence_keeps_history_and_keys(tmp_path: Path) -> None:
+    base = _free_base()
+    env = {"SIGSTREAM_PORT": str(base), "SIGSTREAM_PERSIST": "1"}
+    dev = Dev(tmp_path, **env)
+    endpoints = dev.endpoints()
+    assert endpoints["web_url"] == f"http://127.0.0.1:{base}/"
+    assert endpoints["aws_endpoint_url"] == f"http://127.0.0.1:{base + 1}"
+    assert endpoints["upstream_base_url"] == f"http://127.0.0.1:{base + 2}/v1"
+    assert {endpoints["stream_url"], endpoints["sign_url"]} == {
+        f"http://127.0.0.1:{base + 3}/",
+        f"http://127.0.0.1:{base + 4}/",
+    }
+    fake = type("S", (), {"endpoints": lambda self: endpoints})()
+    _, chat = sign_request(fake, {"subject": "persist-user"})  # type: ignore[arg-type]
+    body = json.dumps({"messages": [{"role": "user", "content": "remember me"}]}).encode()
+    assert http("POST", chat["url"], body, {"content-type": "application/json"})[0] == 200
+    _, listing = sign_request(
+        fake,  # type: ignore[arg-type]
+        {"subject": "persist-user", "method": "GET", "path": f"/v1/conversations/{chat['conversation_id']}/messages"},
+    )
+    dev.ctrl_c()
+    assert (tmp_path / "data" / "moto-state.json").exists()
+
+    again = Dev(tmp_path, **env)
+    try:
+        assert again.endpoints() == endpoints  # same ports; the SW1 app secret is kept, so SW1 URLs stay valid
+        # A URL signed before the restart still verifies (keys restored), and the history is there.
+        status, _, data = http("GET", listing["url"])
+        assert status == 200, data
+        assert [m["content"] for m in json.loads(data)["data"]][:1] == ["remember me"]
+    finally:
+        again.ctrl_c()
+
+
+def test_sigstream_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
+    base = _free_base()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", base + 1))
+        busy.listen()
+        result = subprocess.run(
+            [sys.executable, "-m", "local", "dev"],
+            cwd=ROOT,
+            env={**ENV, "SIGSTREAM_LOCAL_STATE_DIR": str(tmp_path), "SIGSTREAM_PORT": str(base)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert f"port {base + 1} (moto server) is in use" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["sign", "user-1"], "make sign: no local stack is running"),
+        (["event", "events/stream-chat-valid.json"], "make event: no local stack is running"),
+        (["event", "events/no-such-event.json"], "make event: no event file events/no-such-event.json"),
+        (["invoke", "StreamFunction", "events/no-such-event.json"], "make invoke: no event file"),
+    ],
+)
+def test_missing_stack_or_event_is_one_line_saying_what_to_do(tmp_path: Path, args: list[str], expected: str) -> None:
+    env = {k: v for k, v in ENV.items() if k not in ("SIGSTREAM_SIGNING_KEYS", "SIGSTREAM_STREAM_URL")}
+    result = subprocess.run(
+        [sys.executable, "-m", "local", *args],
+        cwd=ROOT,
+        env={**env, "SIGSTREAM_LOCAL_STATE_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(expected), result.stderr
+    assert result.stdout == ""
+
+
+def test_make_sign_with_a_stale_endpoints_file_says_the_stack_is_gone(tmp_path: Path) -> None:
+    port = _free_base()
+    (tmp_path / "endpoints.json").write_text(
+        json.dumps(
+            {
+                "aws_endpoint_url": f"http://127.0.0.1:{port}",
+                "region": "us-east-1",
+                "aws_access_key_id": "x",
+                "aws_secret_access_key": "y",
+                "stream_url": f"http://127.0.0.1:{port + 1}/",
+            }
+        )
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "local", "sign", "user-1"],
+        cwd=ROOT,
+        env={**ENV, "SIGSTREAM_LOCAL_STATE_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "does not answer" in lines[0] and "make dev" in lines[0], result.stderr
