@@ -75,17 +75,18 @@ class StreamApp:
         if error.status < 500:
             logger.info("request refused", extra=extra)
             return
-        extra.update(self._cause(cause or error))
         if error.code in observability.UPSTREAM_CODES:
+            # A provider's message may quote request content: the chain is logged by type and status only.
+            extra["cause"] = observability.describe_cause(error.__cause__)
             logger.warning("provider failed", extra=extra)  # theirs, not ours: alarmed on its rate
-        else:
-            logger.error("dependency failed", extra=extra)
+        else:  # our own dependency (secret, table, endpoint): name it, so a misconfiguration is obvious
+            extra.update(self._cause(cause or error))
+            logger.error("request failed", extra=extra)
 
     def _cause(self, error: BaseException) -> dict[str, Any]:
         """What broke and where, for the log: the cause chain and the endpoints in use."""
         return {
-            "cause": observability.describe_cause(error.__cause__ if isinstance(error, SigstreamError) else error),
-            "detail": error.cause() if isinstance(error, SigstreamError) else None,
+            "cause": error.cause() if isinstance(error, SigstreamError) else f"{type(error).__name__}: {error}",
             "table": self.settings.table,
             "dynamodb_endpoint": self.store.client.endpoint,
             "upstream_base_url": self.settings.upstream_base_url,
