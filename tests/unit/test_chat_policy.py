@@ -107,6 +107,14 @@ def test_input_size_limits() -> None:
     tools = [{"type": "function", "function": {"name": "f", "description": "d" * 400}}]
     assert error_of({"messages": HI, "tools": tools}, policy=small).param == "messages"
     assert request({"messages": HI}, policy=small).input_tokens == 1 + 4 + 1  # text, message overhead, "{}"
+    assert request({"messages": HI}, policy=small).input_bound == 2 + 4 + 2  # bytes, message overhead, "{}"
+
+
+def test_the_reservation_bound_counts_bytes_of_messages_and_parameters() -> None:
+    astral = "".join(chr(0x20000 + i) for i in range(1000))
+    tools = [{"type": "function", "function": {"name": "f", "description": astral}}]
+    chat = request({"messages": [{"role": "user", "content": astral}], "tools": tools})
+    assert chat.input_tokens < 4000 < 8000 <= chat.input_bound  # 4,000 bytes of message, 4,000 of tools
 
 
 @pytest.mark.parametrize(

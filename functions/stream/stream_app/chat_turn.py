@@ -87,7 +87,7 @@ def _gather(
     if conversation_id:  # the reservation needs the history window's size: it follows the load
         jobs["history"] = deps.pool.submit(deps.store.load, conversation_id, subject, s.history_max_messages)
     else:
-        jobs["reservation"] = deps.pool.submit(_reserve, deps, grant, chat.input_tokens + chat.output_tokens)
+        jobs["reservation"] = deps.pool.submit(_reserve, deps, grant, chat.input_bound + chat.output_tokens)
     if grant.nonce:
         jobs["nonce"] = deps.pool.submit(deps.store.consume_nonce, grant.nonce, grant.expires + 60)
     # Report the most meaningful failure: used nonce, rate limit, unknown conversation, then availability.
@@ -117,8 +117,10 @@ def chat_turn(request: Request, grant: Grant, deps: ChatDeps) -> HttpResult:
         summary=conversation.summary if conversation else None,
     )
     input_tokens = chat.input_tokens + sum(m.estimated_tokens() for m in window)
-    if reservation is None:
-        reservation = _reserve(deps, grant, input_tokens + chat.output_tokens)
+    if reservation is None:  # an upper bound, not the estimate: a client chooses text that beats any estimate
+        reservation = _reserve(
+            deps, grant, chat.input_bound + sum(m.token_bound() for m in window) + chat.output_tokens
+        )
     budget = _Budget(deps, reservation, input_tokens)
     try:
         if s.moderation != "off":

@@ -40,6 +40,7 @@ class ChatRequest:
     max_output_tokens: int  # per choice, after every cap
     choices: int  # n
     input_tokens: int  # estimate for the client's messages and the other parameters (tools, schemas, ...)
+    input_bound: int  # the most those can really cost (UTF-8 bytes, image maxima): what the budget reserves
 
     @property
     def output_tokens(self) -> int:
@@ -169,7 +170,8 @@ def _output_cap(doc: dict[str, Any], grant: Grant, policy: ChatPolicy) -> tuple[
     return value, named
 
 
-def _input_size(messages: tuple[Message, ...], doc: dict[str, Any], policy: ChatPolicy) -> int:
+def _input_size(messages: tuple[Message, ...], doc: dict[str, Any], policy: ChatPolicy) -> tuple[int, int]:
+    """The input's estimated tokens (checked against the policy) and its upper bound (for the reservation)."""
     chars = sum(m.text_chars() for m in messages)
     if chars > policy.max_input_chars:
         raise BadRequestError(
@@ -182,7 +184,8 @@ def _input_size(messages: tuple[Message, ...], doc: dict[str, Any], policy: Chat
             f"the request is about {tokens} tokens; this deployment allows {policy.max_input_tokens}",
             param="messages",
         )
-    return tokens
+    extras_bytes = len(json.dumps(extras, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    return tokens, sum(m.token_bound() for m in messages) + extras_bytes
 
 
 def parse_chat_request(
@@ -228,7 +231,7 @@ def parse_chat_request(
                 raise BadRequestError(
                     f"stream_options.{shown} is not a supported boolean option", param=f"stream_options.{shown}"
                 )
-    input_tokens = _input_size(messages, doc, policy)
+    input_tokens, input_bound = _input_size(messages, doc, policy)
     params = {k: v for k, v in doc.items() if k != "messages"}
     params["model"] = model
     for name in _TOKEN_LIMIT_NAMES:  # one cap, under every name the client used (or the deployment's name)
@@ -247,6 +250,7 @@ def parse_chat_request(
         max_output_tokens=max_output,
         choices=choices,
         input_tokens=input_tokens,
+        input_bound=input_bound,
     )
 
 
