@@ -45,12 +45,12 @@ def tokens_charged(stack: LocalStack, subject: str) -> int:
 
 @pytest.fixture(scope="module")
 def budget_stack() -> Iterator[LocalStack]:
-    """template.yaml with a small daily token budget and room for many requests a minute."""
+    """template.yaml with a small daily token budget, room for many requests a minute, a short provider timeout."""
     stack = LocalStack(
         StackOptions(
             root=ROOT,
             template=ROOT / "template.yaml",
-            parameters={"DailyTokenBudget": str(BUDGET), "RateLimit": "1000"},
+            parameters={"DailyTokenBudget": str(BUDGET), "RateLimit": "1000", "UpstreamTimeout": "3"},
             log_stream=io.StringIO(),
         )
     )
@@ -158,6 +158,18 @@ def test_a_reservation_holds_what_the_prompt_can_really_cost_not_a_four_characte
             assert turn.result()[0] == 200
         assert held >= bound, (held, bound)
         assert int(budget_item(app_stack, subject)["held"]["N"]) == 0  # and it is released by the settlement
+
+
+def test_a_provider_timeout_keeps_the_whole_reservation(budget_stack: LocalStack) -> None:
+    # A provider does not stop generating because we stopped waiting: a non-streamed answer is sent whole once it
+    # is done (a reasoning model is silent until its first token), so a timeout may have been billed in full.
+    upstream_control(budget_stack, faults=[{"delay": 5, "status": 500}] * 3)
+    subject = new_subject()
+    status, _, body = post(signed_url(budget_stack, subject=subject, stateless=True)["url"], hi(max_tokens=100))
+    assert status == 504 and json.loads(body)["error"]["code"] == "upstream_timeout", body
+    assert upstream_requests(budget_stack)  # the provider did get the request
+    assert tokens_charged(budget_stack, subject) >= 100  # was the prompt estimate only (about 10)
+    assert int(budget_item(budget_stack, subject)["held"]["N"]) == 0
 
 
 def test_the_output_cap_cannot_be_dodged_by_spelling(app_stack: LocalStack) -> None:

@@ -66,8 +66,15 @@ class _Budget:
             logger.error("could not settle the token reservation", extra={"error": type(exc).__name__})
 
     def fail(self, error: SigstreamError) -> None:
-        """Before any answer: a refusal costs nothing; a provider failure or timeout may have billed the prompt."""
-        self.settle(self.input_tokens if error.status in (502, 504) else 0)
+        """Before any answer: a refusal costs nothing; a provider failure may have billed the prompt.
+
+        A timeout may have billed everything: the provider does not stop generating because we stopped waiting
+        (a non-streamed answer, or a model reasoning before its first token), so it keeps the whole reservation.
+        """
+        if error.status == 504 and self.reservation is not None:
+            self.settle(self.reservation.tokens)
+        else:
+            self.settle(self.input_tokens if error.status == 502 else 0)
 
 
 def _reserve(deps: ChatDeps, grant: Grant, tokens: int) -> Reservation:
