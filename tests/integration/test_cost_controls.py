@@ -313,6 +313,12 @@ def test_sw1_app_policy_applies_to_bodies_it_did_not_sign(app_stack: LocalStack,
     ):
         status, _, body = post(url, doc)
         assert status == 403 and json.loads(body)["error"]["param"] == param, body
+    # Parameters that raise the price past the token cap: rejected prediction tokens are billed as output (a 64-token
+    # cap, and a megabyte of prediction), priority processing costs more per token.
+    for name, value in (("prediction", {"type": "content", "content": "x" * 10_000}), ("service_tier", "priority")):
+        status, _, body = post(url, {**SW1_BODY, name: value})
+        assert status == 400 and json.loads(body)["error"]["param"] == name, body
+    assert post(url, {**SW1_BODY, "temperature": 0.5})[0] == 200  # the Stream route's default parameters pass
     # A body the app's backend signed is the app's own decision.
     signed_doc = json.dumps({**SW1_BODY, "max_tokens": 500})
     status, _, _ = http("POST", _sw1(app_stack, 60, app=policy_app, body=signed_doc), signed_doc.encode(), JSON)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sigstream.core.errors import BadRequestError, PolicyViolationError, SigstreamError
-from sigstream.core.settings import ConfigError, StreamSettings
+from sigstream.core.settings import DEFAULT_FORWARDED_PARAMETERS, ConfigError, StreamSettings, parse_sw1_apps
 from sigstream.core.signed_url import Grant
 from stream_app.chat.cursors import (
     conversations_cursor,
@@ -169,6 +169,19 @@ def test_sw1_unsigned_body_policy() -> None:
         with pytest.raises(SigstreamError) as info:
             police_unsigned_body(json.dumps(doc).encode(), "", ("m1",), 100)
         assert info.value.param == param and info.value.status in (400, 403)
+
+
+def test_unsigned_sw1_bodies_send_only_the_apps_parameters() -> None:
+    body = json.dumps({"model": "m1", "messages": HI, "prediction": {"type": "content", "content": "x"}}).encode()
+    with pytest.raises(BadRequestError) as info:
+        police_unsigned_body(body, "", ("m1",), 100, ("temperature",))
+    assert info.value.param == "prediction"
+    assert json.loads(police_unsigned_body(body, "", ("m1",), 100, ("prediction",)))["prediction"]
+    assert json.loads(police_unsigned_body(body, "", ("m1",), 100, ("*",)))["prediction"]
+    apps = parse_sw1_apps(json.dumps({"apps": [{"id": "a", "secret": "s", "proxy": "https://p/x", "models": ["m1"]}]}))
+    assert apps["a"].parameters == DEFAULT_FORWARDED_PARAMETERS
+    with pytest.raises(ConfigError):
+        parse_sw1_apps(json.dumps({"apps": [{"id": "a", "secret": "s", "proxy": "https://p/x", "parameters": "x"}]}))
 
 
 def test_settings_policy_defaults_are_safe_and_validated() -> None:

@@ -18,7 +18,7 @@ from sigstream.core.errors import (
 )
 from sigstream.core.signed_url import MODEL_PATTERN, Grant
 from stream_app.chat.messages import Message, parse_message
-from stream_app.chat.policy import ChatPolicy
+from stream_app.chat.policy import STRUCTURAL_PARAMETERS, ChatPolicy
 
 MAX_DEPTH = 32
 MAX_TOKENS_LIMIT = 10_000_000
@@ -254,14 +254,28 @@ def parse_chat_request(
     )
 
 
-def police_unsigned_body(body: bytes, content_type: str, models: tuple[str, ...], max_tokens: int | None) -> bytes:
-    """An SW1 app's policy on a body its backend did not sign: model allow-list, one output cap, n of 1.
+def police_unsigned_body(
+    body: bytes,
+    content_type: str,
+    models: tuple[str, ...],
+    max_tokens: int | None,
+    parameters: tuple[str, ...] = (),
+) -> bytes:
+    """An SW1 app's policy on a body its backend did not sign: models, one output cap, n of 1, `parameters`.
+
+    Besides the structural parameters only `parameters` pass ("*" allows any): `prediction`, `service_tier`,
+    `audio`, `web_search_options` ... would raise the price past the token cap.
 
     Returns the body to forward, always re-serialised from what was checked: forwarding the client's bytes
     would let `{"model": "pricey", "model": "allowed"}` pass our parser (last wins) and reach a provider
     whose parser keeps the first.
     """
     doc = parse_json_body(body, content_type)
+    if "*" not in parameters:
+        for name in doc:
+            if name not in STRUCTURAL_PARAMETERS and name not in parameters:
+                shown = name if len(name) <= 40 and name.isprintable() else repr(name[:40])
+                raise BadRequestError(f"parameter {shown} is not allowed for this app", param=shown)
     if models:
         model = doc.get("model")
         if not isinstance(model, str) or model not in models:
