@@ -333,6 +333,8 @@ class _FunctionUrlHandler(BaseHTTPRequestHandler):
         return self._write_raw(b"%x\r\n%s\r\n" % (len(data), data))
 
     def _write_raw(self, data: bytes) -> bool:
+        if self.command == "HEAD":  # headers only, as for a whole answer: a client reads no body after HEAD
+            return True
         try:
             self.wfile.write(data)
             self.wfile.flush()

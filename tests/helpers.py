@@ -41,10 +41,12 @@ def http(
         return err.code, dict(err.headers.items()), err.read()
 
 
-def sign(stack: LocalStack, doc: dict[str, Any], *, signed: bool = True) -> tuple[int, dict[str, Any]]:
-    """POST /sign to the Sign function's IAM-protected URL, SigV4-signed as a backend would."""
+def sign(
+    stack: LocalStack, doc: dict[str, Any], *, signed: bool = True, raw: bytes | None = None
+) -> tuple[int, dict[str, Any]]:
+    """POST /sign to the Sign function's IAM-protected URL, SigV4-signed as a backend would (`raw`: this body)."""
     endpoints = stack.endpoints()
-    body = json.dumps(doc).encode()
+    body = json.dumps(doc).encode() if raw is None else raw
     request = AWSRequest(
         method="POST", url=endpoints["sign_url"] + "sign", data=body, headers={"content-type": "application/json"}
     )

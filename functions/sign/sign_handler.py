@@ -58,6 +58,8 @@ class SignRequest(BaseModel):
     @classmethod
     def _models(cls, value: str | list[str] | None) -> str | list[str] | None:
         names = [value] if isinstance(value, str) else value or []
+        if value == []:  # an empty allow-list must not sign a URL for every model
+            raise ValueError("model must name at least one model (omit it to allow the deployment's models)")
         if len(names) > 16 or not all(MODEL_PATTERN.fullmatch(n) for n in names):
             raise ValueError("model must be a model name or a list of up to 16")
         return value
@@ -93,8 +95,8 @@ def sign() -> Response[Any]:
     """Validate, sign, and return the URL (never logged: it is a bearer credential)."""
     try:
         body = app.current_event.json_body
-    except ValueError as exc:
-        raise BadRequestError("body must be JSON", param="body") from exc
+    except (ValueError, RecursionError) as exc:  # RecursionError: nesting deeper than the parser's stack
+        raise BadRequestError("body must be JSON (nested at most a few hundred levels)", param="body") from exc
     if not isinstance(body, dict):
         raise BadRequestError("body must be a JSON object", param="body")
     request = SignRequest.model_validate(body)

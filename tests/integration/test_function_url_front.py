@@ -129,3 +129,21 @@ def test_iam_urls_refuse_unsigned_payloads_so_a_captured_request_cannot_carry_an
     url, headers = _sign_request(app_stack, body, None)  # botocore's default for Lambda: hash in the signature only
     assert http("POST", url, body, headers)[0] == 200
     assert http("POST", url, evil, headers)[0] == 403
+
+
+def test_head_answers_carry_no_body_so_a_kept_alive_connection_stays_in_step(app_stack: LocalStack) -> None:
+    # A streamed answer to HEAD sent its chunked body anyway: http.client (urllib3, requests) reads no body after
+    # HEAD, so the next answer on the connection began with "8c\r\n{...": a BadStatusLine, or someone else's bytes.
+    import http.client
+
+    split = urlsplit(app_stack.endpoints()["stream_url"])
+    connection = http.client.HTTPConnection(split.hostname or "", split.port, timeout=30)
+    try:
+        connection.request("HEAD", "/v1/conversations")
+        head = connection.getresponse()
+        assert head.status == 405 and head.read() == b""
+        connection.request("GET", "/no-such-route")
+        after = connection.getresponse()
+        assert after.status == 404 and json.loads(after.read())["error"]["code"] == "not_found"
+    finally:
+        connection.close()

@@ -48,12 +48,21 @@ def test_unsigned_sign_requests_are_refused(app_stack: LocalStack) -> None:
         ({"subject": "a", "max_tokens": "many"}, "max_tokens"),
         ({"subject": "a", "surprise": 1}, "surprise"),
         ({"subject": "a", "stateless": True, "conversation_id": "conv_abcdefgh"}, "conversation_id"),
+        ({"subject": "a", "model": []}, "model"),  # an empty allow-list signed a URL for every model
     ],
 )
 def test_bad_sign_requests_are_400s_naming_the_field(app_stack: LocalStack, doc: dict, param: str) -> None:
     status, answer = sign(app_stack, doc)
     assert status == 400, answer
     assert answer["error"]["param"] == param
+
+
+@pytest.mark.parametrize(
+    "raw", [b"[" * 100_000 + b"]" * 100_000, b'{"subject": ' + b'{"a": ' * 5000 + b"1" + b"}" * 5001]
+)
+def test_deeply_nested_sign_bodies_are_400s_not_crashes(app_stack: LocalStack, raw: bytes) -> None:
+    status, answer = sign(app_stack, {}, raw=raw)  # was a RecursionError: the function failed, the URL said 502
+    assert status == 400 and answer["error"]["param"] == "body", answer
 
 
 def test_url_for_conversation_a_is_refused_for_conversation_b(app_stack: LocalStack) -> None:

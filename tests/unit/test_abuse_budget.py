@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -39,9 +40,10 @@ def test_the_bound_is_what_the_limits_imply() -> None:
     settings = default_settings()
     budget = abuse_budget(settings)
     assert budget.requests == settings.rate_limit_per_minute * budget.minute_windows
-    assert budget.stateful_turn_tokens == settings.max_input_tokens + settings.max_output_tokens + 6000
-    assert budget.tokens == min(
-        budget.requests * budget.stateful_turn_tokens, 2 * (200_000 + budget.stateful_turn_tokens)
-    )
+    # Bounds, not estimates: an estimated token of input is at most 48,169 / 1,600 real ones (an image).
+    assert budget.stateless_turn_tokens == math.ceil(8000 * 48_169 / 1600) + settings.max_output_tokens
+    assert budget.stateful_turn_tokens == budget.stateless_turn_tokens + math.ceil(6000 * 48_169 / 1600)
+    assert budget.largest_turn_tokens == 200_000  # a reservation above the daily budget is refused
+    assert budget.tokens == min(budget.requests * 200_000, 2 * (200_000 + 200_000))
     numbers = re.findall(r"\*\*([0-9,]+)\*\*", render(settings))
     assert numbers == [f"{budget.tokens:,}"]

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sigstream.core.errors import BadRequestError, PolicyViolationError, SigstreamError
-from sigstream.core.settings import ConfigError, StreamSettings
+from sigstream.core.settings import DEFAULT_FORWARDED_PARAMETERS, ConfigError, StreamSettings, parse_sw1_apps
 from sigstream.core.signed_url import Grant
 from stream_app.chat.cursors import (
     conversations_cursor,
@@ -107,6 +107,14 @@ def test_input_size_limits() -> None:
     tools = [{"type": "function", "function": {"name": "f", "description": "d" * 400}}]
     assert error_of({"messages": HI, "tools": tools}, policy=small).param == "messages"
     assert request({"messages": HI}, policy=small).input_tokens == 1 + 4 + 1  # text, message overhead, "{}"
+    assert request({"messages": HI}, policy=small).input_bound == 2 + 4 + 2  # bytes, message overhead, "{}"
+
+
+def test_the_reservation_bound_counts_bytes_of_messages_and_parameters() -> None:
+    astral = "".join(chr(0x20000 + i) for i in range(1000))
+    tools = [{"type": "function", "function": {"name": "f", "description": astral}}]
+    chat = request({"messages": [{"role": "user", "content": astral}], "tools": tools})
+    assert chat.input_tokens < 4000 < 8000 <= chat.input_bound  # 4,000 bytes of message, 4,000 of tools
 
 
 @pytest.mark.parametrize(
@@ -161,6 +169,19 @@ def test_sw1_unsigned_body_policy() -> None:
         with pytest.raises(SigstreamError) as info:
             police_unsigned_body(json.dumps(doc).encode(), "", ("m1",), 100)
         assert info.value.param == param and info.value.status in (400, 403)
+
+
+def test_unsigned_sw1_bodies_send_only_the_apps_parameters() -> None:
+    body = json.dumps({"model": "m1", "messages": HI, "prediction": {"type": "content", "content": "x"}}).encode()
+    with pytest.raises(BadRequestError) as info:
+        police_unsigned_body(body, "", ("m1",), 100, ("temperature",))
+    assert info.value.param == "prediction"
+    assert json.loads(police_unsigned_body(body, "", ("m1",), 100, ("prediction",)))["prediction"]
+    assert json.loads(police_unsigned_body(body, "", ("m1",), 100, ("*",)))["prediction"]
+    apps = parse_sw1_apps(json.dumps({"apps": [{"id": "a", "secret": "s", "proxy": "https://p/x", "models": ["m1"]}]}))
+    assert apps["a"].parameters == DEFAULT_FORWARDED_PARAMETERS
+    with pytest.raises(ConfigError):
+        parse_sw1_apps(json.dumps({"apps": [{"id": "a", "secret": "s", "proxy": "https://p/x", "parameters": "x"}]}))
 
 
 def test_settings_policy_defaults_are_safe_and_validated() -> None:

@@ -10,6 +10,7 @@ from sigstream.adapters.aws_client import AwsServiceError
 from sigstream.core.errors import ConflictError
 from stream_app.adapters.dynamo_values import to_item
 from stream_app.adapters.history_store import Conversation, HistoryStore, StoredMessage
+from stream_app.chat.cursors import conversations_cursor, parse_conversations_cursor
 from stream_app.chat.messages import Message
 
 CANCELLED = AwsServiceError(
@@ -71,3 +72,16 @@ def test_endless_conflicts_end_in_a_409_not_a_loop() -> None:
     client = ScriptedClient({"TransactWriteItems": [CANCELLED] * 5, "GetItem": [{}, meta] * 5})
     with pytest.raises(ConflictError):
         HistoryStore(client, "t", 30).append_turn(Conversation("c", "s"), TURN, now=0.0, tokens_in=0, tokens_out=0)  # type: ignore[arg-type]
+
+
+def test_conversations_updated_in_the_same_second_list_newest_first() -> None:
+    # The listing's sort key had whole seconds: two conversations of one second listed by id, not by time
+    # (test_a_forged_cursor_never_reaches_another_subjects_partition failed about one run in three).
+    client = ScriptedClient({"TransactWriteItems": [{}, {}]})
+    store = HistoryStore(client, "t", 30)  # type: ignore[arg-type]
+    store.append_turn(Conversation("conv_zzzzzzzz", "s"), TURN, now=1000.1, tokens_in=1, tokens_out=1)
+    store.append_turn(Conversation("conv_aaaaaaaa", "s"), TURN, now=1000.2, tokens_in=1, tokens_out=1)
+    older, newer = (p["TransactItems"][0]["Update"]["ExpressionAttributeValues"][":gsk"]["S"] for _, p in client.calls)
+    assert newer > older  # GSI1 is read in descending order: the later update comes first
+    assert parse_conversations_cursor(conversations_cursor(newer)) == newer
+    assert parse_conversations_cursor(conversations_cursor("000000001000#conv_abcdefgh"))  # cursors from before

@@ -171,6 +171,25 @@ def test_token_estimates_count_text_and_media() -> None:
     assert image.estimated_tokens() == 204
 
 
+@settings(max_examples=200, deadline=None)
+@given(texts=st.lists(st.text(), min_size=1, max_size=4), name=st.none() | st.just("tool_1"))
+def test_the_token_bound_is_at_least_the_utf8_bytes_whatever_the_text(texts: list[str], name: str | None) -> None:
+    # Byte-level tokenisers make at most one token per byte; the four-characters estimate is no bound at all
+    # (6,000 astral characters: 1,504 estimated, 23,776 in o200k_base).
+    message = Message("user", tuple(TextPart(t) for t in texts), name=name)
+    size = sum(len(t.encode("utf-8", "surrogatepass")) for t in [*texts, name or ""])
+    assert message.token_bound() >= size >= message.text_chars()
+    assert message.token_bound() >= message.estimated_tokens()
+
+
+def test_an_image_is_bounded_by_the_most_the_default_model_bills_for_one() -> None:
+    # gpt-4o-mini bills 2,833 tokens + 5,667 per 512 px tile (8 tiles at most); the estimate says 100 / 1,600.
+    low = Message("user", (ImagePart("https://e/a.png", "low"),))
+    high = Message("user", (ImagePart("https://e/a.png"),))
+    assert low.token_bound() >= 2833 and high.token_bound() >= 2833 + 8 * 5667
+    assert (low.estimated_tokens(), high.estimated_tokens()) == (104, 1604)
+
+
 def test_provider_replies_are_coerced_into_messages_that_re_parse() -> None:
     reply = assistant_reply("", "", [{"id": "", "function": {"name": "bad name\n", "arguments": 5}}])
     assert reply.tool_calls == (ToolCall("call_0", "badname", "5"),) and reply.content is None

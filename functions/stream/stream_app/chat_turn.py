@@ -66,8 +66,15 @@ class _Budget:
             logger.error("could not settle the token reservation", extra={"error": type(exc).__name__})
 
     def fail(self, error: SigstreamError) -> None:
-        """Before any answer: a refusal costs nothing; a provider failure or timeout may have billed the prompt."""
-        self.settle(self.input_tokens if error.status in (502, 504) else 0)
+        """Before any answer: a refusal costs nothing; a provider failure may have billed the prompt.
+
+        A timeout may have billed everything: the provider does not stop generating because we stopped waiting
+        (a non-streamed answer, or a model reasoning before its first token), so it keeps the whole reservation.
+        """
+        if error.status == 504 and self.reservation is not None:
+            self.settle(self.reservation.tokens)
+        else:
+            self.settle(self.input_tokens if error.status == 502 else 0)
 
 
 def _reserve(deps: ChatDeps, grant: Grant, tokens: int) -> Reservation:
@@ -87,7 +94,7 @@ def _gather(
     if conversation_id:  # the reservation needs the history window's size: it follows the load
         jobs["history"] = deps.pool.submit(deps.store.load, conversation_id, subject, s.history_max_messages)
     else:
-        jobs["reservation"] = deps.pool.submit(_reserve, deps, grant, chat.input_tokens + chat.output_tokens)
+        jobs["reservation"] = deps.pool.submit(_reserve, deps, grant, chat.input_bound + chat.output_tokens)
     if grant.nonce:
         jobs["nonce"] = deps.pool.submit(deps.store.consume_nonce, grant.nonce, grant.expires + 60)
     # Report the most meaningful failure: used nonce, rate limit, unknown conversation, then availability.
@@ -117,8 +124,10 @@ def chat_turn(request: Request, grant: Grant, deps: ChatDeps) -> HttpResult:
         summary=conversation.summary if conversation else None,
     )
     input_tokens = chat.input_tokens + sum(m.estimated_tokens() for m in window)
-    if reservation is None:
-        reservation = _reserve(deps, grant, input_tokens + chat.output_tokens)
+    if reservation is None:  # an upper bound, not the estimate: a client chooses text that beats any estimate
+        reservation = _reserve(
+            deps, grant, chat.input_bound + sum(m.token_bound() for m in window) + chat.output_tokens
+        )
     budget = _Budget(deps, reservation, input_tokens)
     try:
         if s.moderation != "off":

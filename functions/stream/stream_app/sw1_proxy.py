@@ -60,7 +60,8 @@ def sw1_proxy(
     store.reserve(sw1_url_limit_key(grant.signature), now, app.url_rate_limit_per_minute, 0, 0)
     forwarded = request.body
     if not grant.body_signed and (app.models or app.max_tokens is not None):
-        forwarded = police_unsigned_body(forwarded, request.headers.get("content-type", ""), app.models, app.max_tokens)
+        content_type = request.headers.get("content-type", "")
+        forwarded = police_unsigned_body(forwarded, content_type, app.models, app.max_tokens, app.parameters)
     headers = {k: v for k, v in request.headers.items() if k in FORWARDED}
     headers.update({k.lower(): v for k, v in grant.app.headers.items()})  # app headers win, as in Signway
     client = http_client()

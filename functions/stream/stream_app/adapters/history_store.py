@@ -293,7 +293,8 @@ class HistoryStore:
             ":now": int(now),
             ":title": title,
             ":gpk": f"SUB#{conversation.subject}",
-            # Milliseconds: two conversations updated in the same second still list newest first.
+            # Milliseconds: conversations updated in one second still list newest first. 13 digits sort after
+            # the 12-digit seconds of older items ("1..." > "0..."), so the order holds across the change.
             ":gsk": f"{int(now * 1000):013d}#{conversation.id}",
             ":exp": expires,
             ":tin": tokens_in,

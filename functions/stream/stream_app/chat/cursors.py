@@ -14,7 +14,7 @@ import re
 
 from sigstream.core.errors import BadRequestError
 
-CONVERSATION_POSITION = re.compile(r"[0-9]{12,13}#[A-Za-z0-9_-]{8,64}")  # seconds (old items) or milliseconds
+CONVERSATION_POSITION = re.compile(r"[0-9]{12,13}#[A-Za-z0-9_-]{8,64}")  # seconds (older items) or milliseconds
 _MESSAGE_SORT_KEY = re.compile(r"MSG#([0-9]{8})")
 MAX_CURSOR_CHARS = 512
 

@@ -31,10 +31,15 @@ _PART_TYPES: dict[str, tuple[str, ...]] = {
     "assistant": ("text", "refusal"),
     "tool": ("text",),
 }
-# Token estimates for non-text parts (an upper bound for what providers bill; settled with real usage).
+# Token estimates for non-text parts, for sizing requests and history windows (not bounds; see below).
 IMAGE_TOKENS = {"low": 100, "auto": 1600, "high": 1600}
 FILE_ID_TOKENS = 2000
 MESSAGE_OVERHEAD_TOKENS = 4
+# Upper bounds, for the daily budget's reservations: a client chooses its text, so an estimate it can beat is no
+# limit (31,000 astral characters are 8,004 tokens at four characters a token, 121,297 in o200k_base). Tokenisers
+# are byte-level, so a text's UTF-8 bytes bound its tokens. An image costs at most what gpt-4o-mini, the default
+# model and OpenAI's dearest per image, bills: 2,833 base tokens + 5,667 per 512 px tile, at most 8 tiles.
+IMAGE_TOKEN_BOUND = {"low": 2833, "auto": 2833 + 8 * 5667, "high": 2833 + 8 * 5667}
 
 
 @dataclass(frozen=True)
@@ -162,16 +167,37 @@ class Message:
                 size += len(part.refusal)
         return size + sum(len(c.name) + len(c.arguments) for c in self.tool_calls)
 
+    def text_bytes(self) -> int:
+        """UTF-8 bytes of the text the provider will tokenise (the same fields as text_chars)."""
+        parts = [self.name or "", self.refusal or "", self.tool_call_id or ""]
+        if isinstance(self.content, str):
+            parts.append(self.content)
+        for part in self.content if isinstance(self.content, tuple) else ():
+            if isinstance(part, TextPart):
+                parts.append(part.text)
+            elif isinstance(part, RefusalPart):
+                parts.append(part.refusal)
+        parts.extend(c.name + c.arguments for c in self.tool_calls)
+        return sum(len(text.encode("utf-8", "surrogatepass")) for text in parts)
+
+    def token_bound(self) -> int:
+        """The most prompt tokens this message can cost: what a budget reservation holds for it."""
+        tokens = self.text_bytes() + MESSAGE_OVERHEAD_TOKENS
+        for part in self.content if isinstance(self.content, tuple) else ():
+            if isinstance(part, ImagePart):
+                tokens += IMAGE_TOKEN_BOUND.get(part.detail or "auto", IMAGE_TOKEN_BOUND["high"])
+            elif isinstance(part, (AudioPart, FilePart)):
+                tokens += _estimated_media_tokens(part)  # no bound below the model's context: docs/security.md
+        return tokens
+
     def estimated_tokens(self) -> int:
         """A cheap upper-ish estimate of the prompt tokens (four characters per token, fixed media costs)."""
         tokens = -(-self.text_chars() // 4) + MESSAGE_OVERHEAD_TOKENS
         for part in self.content if isinstance(self.content, tuple) else ():
             if isinstance(part, ImagePart):
                 tokens += IMAGE_TOKENS.get(part.detail or "auto", IMAGE_TOKENS["high"])
-            elif isinstance(part, AudioPart):
-                tokens += len(part.data) // 2000 + 50  # ~10 tokens a second at >= 16 kB/s of audio
-            elif isinstance(part, FilePart):
-                tokens += -(-len(part.file_data) // 4) if part.file_data else FILE_ID_TOKENS
+            elif isinstance(part, (AudioPart, FilePart)):
+                tokens += _estimated_media_tokens(part)
         return tokens
 
     def normalised(self) -> Message:
@@ -187,6 +213,12 @@ class Message:
     def fingerprint(self) -> str:
         """A stable string for the normalised message (equal for messages a provider cannot tell apart)."""
         return json.dumps(self.normalised().to_openai(), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _estimated_media_tokens(part: AudioPart | FilePart) -> int:
+    if isinstance(part, AudioPart):
+        return len(part.data) // 2000 + 50  # ~10 tokens a second at >= 16 kB/s of audio
+    return -(-len(part.file_data) // 4) if part.file_data else FILE_ID_TOKENS
 
 
 def _compact_json(text: str) -> str:

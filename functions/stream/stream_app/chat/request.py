@@ -18,7 +18,7 @@ from sigstream.core.errors import (
 )
 from sigstream.core.signed_url import MODEL_PATTERN, Grant
 from stream_app.chat.messages import Message, parse_message
-from stream_app.chat.policy import ChatPolicy
+from stream_app.chat.policy import STRUCTURAL_PARAMETERS, ChatPolicy
 
 MAX_DEPTH = 32
 MAX_TOKENS_LIMIT = 10_000_000
@@ -40,6 +40,7 @@ class ChatRequest:
     max_output_tokens: int  # per choice, after every cap
     choices: int  # n
     input_tokens: int  # estimate for the client's messages and the other parameters (tools, schemas, ...)
+    input_bound: int  # the most those can really cost (UTF-8 bytes, image maxima): what the budget reserves
 
     @property
     def output_tokens(self) -> int:
@@ -169,7 +170,8 @@ def _output_cap(doc: dict[str, Any], grant: Grant, policy: ChatPolicy) -> tuple[
     return value, named
 
 
-def _input_size(messages: tuple[Message, ...], doc: dict[str, Any], policy: ChatPolicy) -> int:
+def _input_size(messages: tuple[Message, ...], doc: dict[str, Any], policy: ChatPolicy) -> tuple[int, int]:
+    """The input's estimated tokens (checked against the policy) and its upper bound (for the reservation)."""
     chars = sum(m.text_chars() for m in messages)
     if chars > policy.max_input_chars:
         raise BadRequestError(
@@ -182,7 +184,8 @@ def _input_size(messages: tuple[Message, ...], doc: dict[str, Any], policy: Chat
             f"the request is about {tokens} tokens; this deployment allows {policy.max_input_tokens}",
             param="messages",
         )
-    return tokens
+    extras_bytes = len(json.dumps(extras, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    return tokens, sum(m.token_bound() for m in messages) + extras_bytes
 
 
 def parse_chat_request(
@@ -228,7 +231,7 @@ def parse_chat_request(
                 raise BadRequestError(
                     f"stream_options.{shown} is not a supported boolean option", param=f"stream_options.{shown}"
                 )
-    input_tokens = _input_size(messages, doc, policy)
+    input_tokens, input_bound = _input_size(messages, doc, policy)
     params = {k: v for k, v in doc.items() if k != "messages"}
     params["model"] = model
     for name in _TOKEN_LIMIT_NAMES:  # one cap, under every name the client used (or the deployment's name)
@@ -247,17 +250,32 @@ def parse_chat_request(
         max_output_tokens=max_output,
         choices=choices,
         input_tokens=input_tokens,
+        input_bound=input_bound,
     )
 
 
-def police_unsigned_body(body: bytes, content_type: str, models: tuple[str, ...], max_tokens: int | None) -> bytes:
-    """An SW1 app's policy on a body its backend did not sign: model allow-list, one output cap, n of 1.
+def police_unsigned_body(
+    body: bytes,
+    content_type: str,
+    models: tuple[str, ...],
+    max_tokens: int | None,
+    parameters: tuple[str, ...] = (),
+) -> bytes:
+    """An SW1 app's policy on a body its backend did not sign: models, one output cap, n of 1, `parameters`.
+
+    Besides the structural parameters only `parameters` pass ("*" allows any): `prediction`, `service_tier`,
+    `audio`, `web_search_options` ... would raise the price past the token cap.
 
     Returns the body to forward, always re-serialised from what was checked: forwarding the client's bytes
     would let `{"model": "pricey", "model": "allowed"}` pass our parser (last wins) and reach a provider
     whose parser keeps the first.
     """
     doc = parse_json_body(body, content_type)
+    if "*" not in parameters:
+        for name in doc:
+            if name not in STRUCTURAL_PARAMETERS and name not in parameters:
+                shown = name if len(name) <= 40 and name.isprintable() else repr(name[:40])
+                raise BadRequestError(f"parameter {shown} is not allowed for this app", param=shown)
     if models:
         model = doc.get("model")
         if not isinstance(model, str) or model not in models:

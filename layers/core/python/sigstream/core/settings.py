@@ -209,6 +209,11 @@ def _sw1_app(app: Mapping[str, Any]) -> Sw1App:
     models = app.get("models") or []
     if not isinstance(models, list) or not all(isinstance(m, str) and _MODEL_NAME.fullmatch(m) for m in models):
         raise ConfigError("SW1 app models must be a list of model names")
+    parameters = app.get("parameters", list(DEFAULT_FORWARDED_PARAMETERS))
+    if not isinstance(parameters, list) or not all(
+        isinstance(p, str) and (p == "*" or _PARAMETER_NAME.fullmatch(p)) for p in parameters
+    ):
+        raise ConfigError("SW1 app parameters must be a list of parameter names")
     return Sw1App(
         id=app["id"],
         secret=str(app["secret"]),
@@ -219,6 +224,7 @@ def _sw1_app(app: Mapping[str, Any]) -> Sw1App:
         url_rate_limit_per_minute=_optional_int(app, "url_rate_limit_per_minute", DEFAULT_URL_RATE_LIMIT) or 0,
         models=tuple(models),
         max_tokens=_optional_int(app, "max_tokens", None),
+        parameters=tuple(parameters),
     )
 
 
@@ -227,7 +233,9 @@ def parse_sw1_apps(text: str) -> dict[str, Sw1App]:
 
     Policy keys (all optional): "max_lifetime" (seconds; default the deployment's SIGSTREAM_MAX_URL_LIFETIME),
     "rate_limit_per_minute" (the whole app), "url_rate_limit_per_minute" (one signed URL), and for bodies the
-    app did not sign, "models" (allow-list) and "max_tokens" (cap, also the default). See docs/security.md.
+    app did not sign, "models" (allow-list), "max_tokens" (cap, also the default) and "parameters" (what such a
+    body may send besides model, messages, stream, stream_options, the token caps and n; default the Stream
+    route's default forwarded parameters; "*" any), enforced when "models" or "max_tokens" is set. See docs/security.md.
     """
     if not text:
         return {}

@@ -38,6 +38,7 @@ class Sw1App:
     url_rate_limit_per_minute: int = DEFAULT_URL_RATE_LIMIT
     models: tuple[str, ...] = ()  # for bodies the app did not sign: () allows any
     max_tokens: int | None = None  # for bodies the app did not sign: a cap, and the default
+    parameters: tuple[str, ...] = ()  # with a policy, what unsigned bodies may send besides the structural ones
 
     def allows(self, url: str) -> bool:
         """Exact match, or prefix match for entries ending in `*`."""
