@@ -245,3 +245,37 @@ def test_any_cursor_is_a_position_or_a_400(cursor: str) -> None:
 
 def test_policy_violation_is_a_403() -> None:
     assert PolicyViolationError("x").status == 403
+
+
+AUDIO = {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}}
+FILE_BY_ID = {"type": "file", "file": {"file_id": "file-someone-elses"}}
+IMAGE = {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}
+
+
+@pytest.mark.parametrize("part", [AUDIO, FILE_BY_ID], ids=["audio", "file_id"])
+def test_audio_and_file_parts_are_refused_unless_the_deployment_allows_them(part: dict[str, Any]) -> None:
+    doc = {"messages": [{"role": "user", "content": [{"type": "text", "text": "look"}, part]}]}
+    error = error_of(doc)
+    assert error.status == 400 and error.param == "messages[0].content[1].type"
+    assert part["type"] in error.message
+    opted_in = ChatPolicy("gpt-4o-mini", content_parts=("text", "image_url", "input_audio", "file"))
+    assert request(doc, policy=opted_in).messages[0].content is not None
+
+
+def test_images_and_text_parts_pass_by_default() -> None:
+    doc = {"messages": [{"role": "user", "content": [{"type": "text", "text": "look"}, IMAGE]}]}
+    assert len(request(doc).messages) == 1
+
+
+def test_the_content_parts_setting_is_checked() -> None:
+    base = {
+        "SIGSTREAM_TABLE": "t",
+        "SIGSTREAM_SIGNING_KEYS_SECRET": "s",
+        "SIGSTREAM_PROVIDER_KEY_SECRET": "p",
+        "SIGSTREAM_UPSTREAM_BASE_URL": "https://api.example.com/v1",
+    }
+    assert StreamSettings.from_env(base).content_parts == ("text", "image_url")
+    assert StreamSettings.from_env({**base, "SIGSTREAM_CONTENT_PARTS": "text,file"}).content_parts == ("text", "file")
+    for bad in ("image_url", "text,video"):
+        with pytest.raises(ConfigError):
+            StreamSettings.from_env({**base, "SIGSTREAM_CONTENT_PARTS": bad})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sigstream.core.settings import DEFAULT_FORWARDED_PARAMETERS, StreamSettings
+from sigstream.core.settings import DEFAULT_CONTENT_PARTS, DEFAULT_FORWARDED_PARAMETERS, StreamSettings
 
 # Always understood (and policed) by the parser itself, whatever the allow-list says.
 STRUCTURAL_PARAMETERS = frozenset(
@@ -24,6 +24,9 @@ class ChatPolicy:
     max_request_messages: int = 32
     forwarded_parameters: tuple[str, ...] = DEFAULT_FORWARDED_PARAMETERS  # "*" forwards any
     output_tokens_parameter: str = "max_tokens"
+    # Audio and files have no cost bound short of the context window, and a `file_id` names any file in the
+    # gateway's provider account: a deployment opts in to them.
+    content_parts: tuple[str, ...] = DEFAULT_CONTENT_PARTS
 
     @classmethod
     def from_settings(cls, settings: StreamSettings) -> ChatPolicy:
@@ -37,6 +40,7 @@ class ChatPolicy:
             max_request_messages=settings.max_request_messages,
             forwarded_parameters=settings.forwarded_parameters,
             output_tokens_parameter=settings.output_tokens_parameter,
+            content_parts=settings.content_parts,
         )
 
     def allows_model(self, model: str) -> bool:

@@ -17,7 +17,7 @@ from sigstream.core.errors import (
     UnsupportedMediaTypeError,
 )
 from sigstream.core.signed_url import MODEL_PATTERN, Grant
-from stream_app.chat.messages import Message, parse_message
+from stream_app.chat.messages import AudioPart, FilePart, ImagePart, Message, TextPart, parse_message
 from stream_app.chat.policy import STRUCTURAL_PARAMETERS, ChatPolicy
 
 MAX_DEPTH = 32
@@ -188,6 +188,21 @@ def _input_size(messages: tuple[Message, ...], doc: dict[str, Any], policy: Chat
     return tokens, sum(m.token_bound() for m in messages) + extras_bytes
 
 
+_PART_TYPES = {TextPart: "text", ImagePart: "image_url", AudioPart: "input_audio", FilePart: "file"}
+
+
+def _check_content_parts(messages: tuple[Message, ...], policy: ChatPolicy) -> None:
+    """Only the content-part types this deployment allows (audio and files are opt-in)."""
+    for i, message in enumerate(messages):
+        if not isinstance(message.content, tuple):
+            continue
+        for j, part in enumerate(message.content):
+            kind = _PART_TYPES.get(type(part))
+            if kind is not None and kind not in policy.content_parts:
+                where = f"messages[{i}].content[{j}].type"
+                raise BadRequestError(f"content parts of type {kind} are not allowed by this deployment", param=where)
+
+
 def parse_chat_request(
     body: bytes, content_type: str, grant: Grant, policy: ChatPolicy, *, raw_body: bytes | None = None
 ) -> ChatRequest:
@@ -207,6 +222,7 @@ def parse_chat_request(
     if len(raw_messages) > policy.max_request_messages:
         raise BadRequestError(f"messages may hold at most {policy.max_request_messages} items", param="messages")
     messages = tuple(parse_message(m, f"messages[{i}]") for i, m in enumerate(raw_messages))
+    _check_content_parts(messages, policy)
     if grant.conversation_id:
         for i, message in enumerate(messages):
             if len(json.dumps(message.to_openai())) > MAX_STORED_MESSAGE_BYTES:

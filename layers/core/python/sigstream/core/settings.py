@@ -34,6 +34,9 @@ DEFAULT_FORWARDED_PARAMETERS = (
 # `audio`, `prediction`, `web_search_options` change the price or keep data at the provider.
 # A turn is one DynamoDB transaction (at most 100 items): the conversation item, the reply, the client's messages.
 MAX_REQUEST_MESSAGES_LIMIT = 98
+# Content-part types a request may carry (besides plain string content); see ChatPolicy.content_parts.
+CONTENT_PART_TYPES = ("text", "image_url", "input_audio", "file")
+DEFAULT_CONTENT_PARTS = ("text", "image_url")
 _PARAMETER_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _MODEL_NAME = re.compile(r"[A-Za-z0-9._:/@-]{1,100}")
 _APP_ID = re.compile(r"[A-Za-z0-9._:@-]{1,128}")
@@ -109,6 +112,7 @@ class StreamSettings:
     max_request_messages: int = 32
     forwarded_parameters: tuple[str, ...] = DEFAULT_FORWARDED_PARAMETERS
     output_tokens_parameter: str = "max_tokens"
+    content_parts: tuple[str, ...] = DEFAULT_CONTENT_PARTS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StreamSettings:
@@ -150,7 +154,16 @@ class StreamSettings:
                 env, "FORWARDED_PARAMETERS", ",".join(DEFAULT_FORWARDED_PARAMETERS), _PARAMETER_NAME
             ),
             output_tokens_parameter=output_parameter,
+            content_parts=_content_parts(env),
         )
+
+
+def _content_parts(env: Mapping[str, str]) -> tuple[str, ...]:
+    parts = _names(env, "CONTENT_PARTS", ",".join(DEFAULT_CONTENT_PARTS), _PARAMETER_NAME)
+    unknown = sorted(set(parts) - set(CONTENT_PART_TYPES))
+    if unknown or "text" not in parts:
+        raise ConfigError(f"{PREFIX}CONTENT_PARTS must include text and name only {', '.join(CONTENT_PART_TYPES)}")
+    return parts
 
 
 @dataclass(frozen=True)
