@@ -227,3 +227,42 @@ def test_the_stack_uses_the_names_the_deploy_role_is_scoped_to() -> None:
         assert f"PermissionsBoundaryPolicyName=sigstream-boundary-{stage}" in overrides
         assert f"BackendRoleNames=sigstream-smoke-{stage}" in overrides
         assert config[stage]["deploy"]["parameters"]["s3_prefix"].startswith("sigstream/")
+
+
+def _sub(resource: Any) -> str:
+    """The ARN pattern of a Resource entry (a plain string or a Fn::Sub, with or without variables)."""
+    if isinstance(resource, str):
+        return resource
+    sub = resource["Fn::Sub"]
+    return sub if isinstance(sub, str) else sub[0]
+
+
+def test_only_the_package_role_writes_builds_so_no_stage_can_swap_what_the_next_one_deploys() -> None:
+    """The sha256 check covers packaged.yaml only: the code zips it names must be writable by the build alone.
+
+    A deploy role that could write sigstream/<sha>/ could replace the zips of a build already tested, and the
+    next stage (prod, after its approval) would deploy them under the same, still matching, sha256.
+    """
+    import tomllib
+
+    stage = load_template(STAGE)
+    writes = [
+        _sub(r)
+        for s in _statements(stage, "DeployPolicy", "CustomDomainPolicy")
+        if {"s3:putobject", "s3:*"} & _actions([s])
+        for r in _list(s["Resource"])
+    ]
+    assert writes == ["arn:${AWS::Partition}:s3:::${Bucket}/sigstream/${Stage}/*"], writes
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    for name in ("dev", "staging", "prod"):  # where `sam deploy --config-env <stage>` uploads the template
+        assert config[name]["deploy"]["parameters"]["s3_prefix"] == f"sigstream/{name}", name
+    shared = load_template(SHARED)
+    (policy,) = shared["Resources"]["PackageRole"]["Properties"]["Policies"]
+    package_writes = [
+        _sub(r) for s in policy["PolicyDocument"]["Statement"] if "s3:PutObject" in s["Action"] for r in _list(s["Resource"])
+    ]
+    assert package_writes == ["${ArtifactsBucket.Arn}/sigstream/*"]
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
