@@ -266,3 +266,25 @@ def test_only_the_package_role_writes_builds_so_no_stage_can_swap_what_the_next_
 
 def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
+
+
+def test_every_role_a_stage_lists_in_backend_role_names_is_one_its_deploy_role_may_attach_to() -> None:
+    """The stack attaches BackendSignPolicy with the deploy role's rights: a role it may not touch fails the deploy."""
+    import fnmatch
+    import tomllib
+
+    stage = load_template(STAGE)
+    attachable = [
+        _sub(r)
+        for s in _statements(stage, "DeployPolicy")
+        if "iam:attachrolepolicy" in _actions([s]) and "iam:PermissionsBoundary" not in json.dumps(s.get("Condition"))
+        for r in _list(s["Resource"])
+    ]
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    for name in ("dev", "staging", "prod"):
+        overrides = config[name]["deploy"]["parameters"]["parameter_overrides"]
+        (value,) = [o.split("=", 1)[1] for o in overrides.split() if o.startswith("BackendRoleNames=")]
+        patterns = [p.replace("${Stage}", name).replace("${AWS::Partition}", "aws") for p in attachable]
+        for role in filter(None, value.split(",")):
+            arn = f"arn:aws:iam::${{AWS::AccountId}}:role/{role}"
+            assert any(fnmatch.fnmatchcase(arn, p) for p in patterns), f"{name}: the deploy role cannot attach to {role}"
