@@ -107,9 +107,6 @@ SAM_CLI = {
 ACCOUNT_WIDE = {
     "TheSamTransform": ["cloudformation:CreateChangeSet"],  # AWS's transform, shared by every stack
     "FindLogGroups": ["logs:DescribeLogGroups"],  # authorised on the account's log-group space
-    # SAM names a layer by its logical id, so the names are the account's; versions are immutable, so one
-    # stage cannot change what another runs.
-    "Layers": ["lambda:PublishLayerVersion", "lambda:DeleteLayerVersion", "lambda:GetLayerVersion"],
 }
 
 
@@ -211,9 +208,13 @@ def test_roles_ci_creates_are_bounded_and_the_smoke_role_can_only_call_urls() ->
 def test_the_stack_uses_the_names_the_deploy_role_is_scoped_to() -> None:
     """Layer names, alarm and dashboard names, and the boundary parameter, as stage.yaml expects them."""
     app = load_template(ROOT / "template.yaml")
-    layers = {k for k, v in app["Resources"].items() if v["Type"] == "AWS::Serverless::LayerVersion"}
-    stage_text = STAGE.read_text()
-    assert all(f":layer:{name}:*" in stage_text for name in layers)
+    layers = [v["Properties"] for v in app["Resources"].values() if v["Type"] == "AWS::Serverless::LayerVersion"]
+    # Named per stack (SAM's default, the logical id, is account-wide: dev's role could delete prod's versions).
+    assert layers and all(p["LayerName"]["Fn::Sub"].startswith("${AWS::StackName}-") for p in layers)
+    (statement,) = [s for s in _statements(load_template(STAGE), "DeployPolicy") if s["Sid"] == "Layers"]
+    assert [_sub(r) for r in _list(statement["Resource"])] == [
+        "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:layer:sigstream-${Stage}-*"
+    ]
     globals_boundary = app["Globals"]["Function"]["PermissionsBoundary"]["Fn::If"][1]["Fn::Sub"]
     assert globals_boundary.endswith(":policy/${PermissionsBoundaryPolicyName}")
     assert app["Resources"]["OperationsDashboard"]["Properties"]["DashboardName"] == {

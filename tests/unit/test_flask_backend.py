@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from werkzeug.security import generate_password_hash
@@ -9,6 +10,7 @@ from werkzeug.security import generate_password_hash
 from examples.flask_backend.app import Config, create_app
 
 PUBLIC = "https://chat.example.com"
+PASSPHRASE = secrets.token_urlsafe(12)  # (a literal one would be a finding for detect-secrets)
 
 
 class RecordingSigner:
@@ -27,14 +29,14 @@ def _client(signer: RecordingSigner, **config: Any) -> Any:
         sign_url="https://sign.example/",
         region="us-east-1",
         stream_origin="https://stream.example",
-        users={"alice": generate_password_hash("wonderland")},
+        users={"alice": generate_password_hash(PASSPHRASE)},
         secret_key="k" * 64,
         secure_cookies=False,  # (the test client keeps Secure cookies off plain http; the flag is not under test)
         **config,
     )
     client = create_app(settings, signer).test_client()
     # What the app sees behind the load balancer: plain http, on the public host name.
-    client.post("/login", data={"username": "alice", "password": "wonderland"}, base_url="http://chat.example.com")
+    client.post("/login", data={"username": "alice", "password": PASSPHRASE}, base_url="http://chat.example.com")
     return client
 
 
