@@ -23,7 +23,9 @@ WITHHELD = {
     "ec2:": "no VPC (Function URLs do not stream from inside one)",
     "elasticfilesystem:": "no EFS",
     "s3files:": "no S3 Files mounts",
-    "kms:": "AWS-owned keys only; no customer-managed KMS key",
+    # (SSEEnabled: true is the AWS *managed* key aws/dynamodb, not an AWS-owned one: its key policy already
+    # lets DynamoDB use it for any principal of the account, as aws/secretsmanager does for the secrets.)
+    "kms:": "AWS managed keys only (aws/dynamodb, aws/secretsmanager); no customer-managed KMS key",
     "kinesis:": "no DynamoDB streams to Kinesis",
     "codedeploy:": "no gradual (CodeDeploy) alias shifting",
     "firehose:": "no log delivery to Firehose",
