@@ -262,7 +262,10 @@ def test_only_the_package_role_writes_builds_so_no_stage_can_swap_what_the_next_
     shared = load_template(SHARED)
     (policy,) = shared["Resources"]["PackageRole"]["Properties"]["Policies"]
     package_writes = [
-        _sub(r) for s in policy["PolicyDocument"]["Statement"] if "s3:PutObject" in s["Action"] for r in _list(s["Resource"])
+        _sub(r)
+        for s in policy["PolicyDocument"]["Statement"]
+        if "s3:PutObject" in s["Action"]
+        for r in _list(s["Resource"])
     ]
     assert package_writes == ["${ArtifactsBucket.Arn}/sigstream/*"]
 
@@ -290,4 +293,6 @@ def test_every_role_a_stage_lists_in_backend_role_names_is_one_its_deploy_role_m
         patterns = [p.replace("${Stage}", name).replace("${AWS::Partition}", "aws") for p in attachable]
         for role in filter(None, value.split(",")):
             arn = f"arn:aws:iam::${{AWS::AccountId}}:role/{role}"
-            assert any(fnmatch.fnmatchcase(arn, p) for p in patterns), f"{name}: the deploy role cannot attach to {role}"
+            assert any(fnmatch.fnmatchcase(arn, p) for p in patterns), (
+                f"{name}: the deploy role cannot attach to {role}"
+            )
