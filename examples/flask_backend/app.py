@@ -92,10 +92,13 @@ class Config:
     web_dir: Path = ROOT / "web"
     chat_url_ttl: int = 300
     secure_cookies: bool = True
+    # The origin browsers use (https://chat.example.com). Behind a load balancer that terminates TLS the app
+    # sees plain http, so the request's own host URL is not what the browser sends as Origin.
+    public_origin: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Config:
-        """SIGSTREAM_SIGN_URL, SIGSTREAM_STREAM_URL, AWS_REGION, BACKEND_USERS ("name:password,..."), ..."""
+        """SIGSTREAM_SIGN_URL, SIGSTREAM_STREAM_URL, AWS_REGION, BACKEND_USERS ("name:password,..."), BACKEND_PUBLIC_ORIGIN, ..."""
         users = {}
         for pair in filter(None, (p.strip() for p in env.get("BACKEND_USERS", "").split(","))):
             name, _, password = pair.partition(":")
@@ -111,6 +114,7 @@ class Config:
             secret_key=env.get("BACKEND_SECRET_KEY") or secrets.token_hex(32),
             chat_url_ttl=int(env.get("BACKEND_CHAT_URL_TTL", "300")),
             secure_cookies=env.get("BACKEND_SECURE_COOKIES", "true").lower() != "false",
+            public_origin=env.get("BACKEND_PUBLIC_ORIGIN", "").rstrip("/") or None,
         )
 
 
@@ -217,7 +221,8 @@ def create_app(config: Config | None = None, signer: Signer | None = None) -> Fl
         if not isinstance(user, str):
             return _error(401, "sign in first")
         origin = request.headers.get("Origin")
-        if origin is not None and not hmac.compare_digest(origin, request.host_url.rstrip("/")):
+        expected = config.public_origin or request.host_url.rstrip("/")
+        if origin is not None and not hmac.compare_digest(origin, expected):
             return _error(403, "cross-site request")  # SameSite=Strict already; this is belt and braces
         if not request.is_json:
             return _error(415, "body must be JSON")

@@ -23,7 +23,9 @@ WITHHELD = {
     "ec2:": "no VPC (Function URLs do not stream from inside one)",
     "elasticfilesystem:": "no EFS",
     "s3files:": "no S3 Files mounts",
-    "kms:": "AWS-owned keys only; no customer-managed KMS key",
+    # (SSEEnabled: true is the AWS *managed* key aws/dynamodb, not an AWS-owned one: its key policy already
+    # lets DynamoDB use it for any principal of the account, as aws/secretsmanager does for the secrets.)
+    "kms:": "AWS managed keys only (aws/dynamodb, aws/secretsmanager); no customer-managed KMS key",
     "kinesis:": "no DynamoDB streams to Kinesis",
     "codedeploy:": "no gradual (CodeDeploy) alias shifting",
     "firehose:": "no log delivery to Firehose",
@@ -107,9 +109,6 @@ SAM_CLI = {
 ACCOUNT_WIDE = {
     "TheSamTransform": ["cloudformation:CreateChangeSet"],  # AWS's transform, shared by every stack
     "FindLogGroups": ["logs:DescribeLogGroups"],  # authorised on the account's log-group space
-    # SAM names a layer by its logical id, so the names are the account's; versions are immutable, so one
-    # stage cannot change what another runs.
-    "Layers": ["lambda:PublishLayerVersion", "lambda:DeleteLayerVersion", "lambda:GetLayerVersion"],
 }
 
 
@@ -211,9 +210,13 @@ def test_roles_ci_creates_are_bounded_and_the_smoke_role_can_only_call_urls() ->
 def test_the_stack_uses_the_names_the_deploy_role_is_scoped_to() -> None:
     """Layer names, alarm and dashboard names, and the boundary parameter, as stage.yaml expects them."""
     app = load_template(ROOT / "template.yaml")
-    layers = {k for k, v in app["Resources"].items() if v["Type"] == "AWS::Serverless::LayerVersion"}
-    stage_text = STAGE.read_text()
-    assert all(f":layer:{name}:*" in stage_text for name in layers)
+    layers = [v["Properties"] for v in app["Resources"].values() if v["Type"] == "AWS::Serverless::LayerVersion"]
+    # Named per stack (SAM's default, the logical id, is account-wide: dev's role could delete prod's versions).
+    assert layers and all(p["LayerName"]["Fn::Sub"].startswith("${AWS::StackName}-") for p in layers)
+    (statement,) = [s for s in _statements(load_template(STAGE), "DeployPolicy") if s["Sid"] == "Layers"]
+    assert [_sub(r) for r in _list(statement["Resource"])] == [
+        "arn:${AWS::Partition}:lambda:${AWS::Region}:${AWS::AccountId}:layer:sigstream-${Stage}-*"
+    ]
     globals_boundary = app["Globals"]["Function"]["PermissionsBoundary"]["Fn::If"][1]["Fn::Sub"]
     assert globals_boundary.endswith(":policy/${PermissionsBoundaryPolicyName}")
     assert app["Resources"]["OperationsDashboard"]["Properties"]["DashboardName"] == {
@@ -227,3 +230,69 @@ def test_the_stack_uses_the_names_the_deploy_role_is_scoped_to() -> None:
         assert f"PermissionsBoundaryPolicyName=sigstream-boundary-{stage}" in overrides
         assert f"BackendRoleNames=sigstream-smoke-{stage}" in overrides
         assert config[stage]["deploy"]["parameters"]["s3_prefix"].startswith("sigstream/")
+
+
+def _sub(resource: Any) -> str:
+    """The ARN pattern of a Resource entry (a plain string or a Fn::Sub, with or without variables)."""
+    if isinstance(resource, str):
+        return resource
+    sub = resource["Fn::Sub"]
+    return sub if isinstance(sub, str) else sub[0]
+
+
+def test_only_the_package_role_writes_builds_so_no_stage_can_swap_what_the_next_one_deploys() -> None:
+    """The sha256 check covers packaged.yaml only: the code zips it names must be writable by the build alone.
+
+    A deploy role that could write sigstream/<sha>/ could replace the zips of a build already tested, and the
+    next stage (prod, after its approval) would deploy them under the same, still matching, sha256.
+    """
+    import tomllib
+
+    stage = load_template(STAGE)
+    writes = [
+        _sub(r)
+        for s in _statements(stage, "DeployPolicy", "CustomDomainPolicy")
+        if {"s3:putobject", "s3:*"} & _actions([s])
+        for r in _list(s["Resource"])
+    ]
+    assert writes == ["arn:${AWS::Partition}:s3:::${Bucket}/sigstream/${Stage}/*"], writes
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    for name in ("dev", "staging", "prod"):  # where `sam deploy --config-env <stage>` uploads the template
+        assert config[name]["deploy"]["parameters"]["s3_prefix"] == f"sigstream/{name}", name
+    shared = load_template(SHARED)
+    (policy,) = shared["Resources"]["PackageRole"]["Properties"]["Policies"]
+    package_writes = [
+        _sub(r)
+        for s in policy["PolicyDocument"]["Statement"]
+        if "s3:PutObject" in s["Action"]
+        for r in _list(s["Resource"])
+    ]
+    assert package_writes == ["${ArtifactsBucket.Arn}/sigstream/*"]
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def test_every_role_a_stage_lists_in_backend_role_names_is_one_its_deploy_role_may_attach_to() -> None:
+    """The stack attaches BackendSignPolicy with the deploy role's rights: a role it may not touch fails the deploy."""
+    import fnmatch
+    import tomllib
+
+    stage = load_template(STAGE)
+    attachable = [
+        _sub(r)
+        for s in _statements(stage, "DeployPolicy")
+        if "iam:attachrolepolicy" in _actions([s]) and "iam:PermissionsBoundary" not in json.dumps(s.get("Condition"))
+        for r in _list(s["Resource"])
+    ]
+    config = tomllib.loads((ROOT / "samconfig.toml").read_text())
+    for name in ("dev", "staging", "prod"):
+        overrides = config[name]["deploy"]["parameters"]["parameter_overrides"]
+        (value,) = [o.split("=", 1)[1] for o in overrides.split() if o.startswith("BackendRoleNames=")]
+        patterns = [p.replace("${Stage}", name).replace("${AWS::Partition}", "aws") for p in attachable]
+        for role in filter(None, value.split(",")):
+            arn = f"arn:aws:iam::${{AWS::AccountId}}:role/{role}"
+            assert any(fnmatch.fnmatchcase(arn, p) for p in patterns), (
+                f"{name}: the deploy role cannot attach to {role}"
+            )

@@ -71,7 +71,12 @@ def test_ci_that_deploy_calls_has_its_own_concurrency_group_and_never_cancels_a_
     # github.workflow is the *caller's* name inside a called workflow: "ci" standalone, "deploy" when called.
     assert "${{ github.workflow }}" in group["group"]
     assert group["cancel-in-progress"] == "${{ github.event_name == 'pull_request' }}"
-    assert deploy["concurrency"] == {"group": "deploy-pipeline", "cancel-in-progress": False}
+    # No workflow-wide group: a run waiting for the prod approval would hold it and freeze every later push
+    # (GitHub keeps a waiting job's group). Stages serialise per stage, and refuse to go backwards (below).
+    assert "concurrency" not in deploy
+    for name, job in deploy["jobs"].items():
+        if "environment" in job or name in ("dev", "staging", "prod"):
+            assert "concurrency" not in job, name  # the called deploy-stage.yml's per-stage group applies
     assert deploy["jobs"]["test"]["uses"] == "$/.github/workflows/ci.yml"
     assert "push" not in ci["on"], "main is tested by deploy.yml's call; a second run would only compete"
     stage = _workflow("deploy-stage.yml")["jobs"]["deploy"]
@@ -136,3 +141,70 @@ def test_region_has_one_source_and_a_disagreeing_variable_fails_the_run(tmp_path
             assert text.count("aws-region: ${{ steps.region.outputs.region }}") == text.count(
                 "configure-aws-credentials"
             ), path.name
+
+
+def _guard_step() -> dict[str, Any]:
+    steps = _workflow("deploy-stage.yml")["jobs"]["deploy"]["steps"]
+    (step,) = [s for s in steps if s.get("name") == "Never replace a newer commit"]
+    names = [s.get("name") for s in steps]
+    assert names.index("Never replace a newer commit") < names.index("sam deploy")
+    return step
+
+
+def _git(repo: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t"}
+    env["GIT_COMMITTER_EMAIL"] = "t@t"
+    done = subprocess.run(["git", *args], cwd=repo, env=env, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
+def _run_guard(repo: Path, fake_bin: Path, sha: str, deployed: str | None) -> subprocess.CompletedProcess[str]:
+    """The workflow step's own script, with an `aws` that answers get-template as CloudFormation does."""
+    aws = fake_bin / "aws"
+    if deployed is None:  # no such stack yet
+        aws.write_text("#!/bin/sh\necho 'An error occurred (ValidationError): Stack does not exist' >&2\nexit 254\n")
+    else:
+        body = f"CodeUri: s3://bucket/sigstream/{deployed}/0a1b2c\\nContentUri: s3://bucket/sigstream/{deployed}/3d4e"
+        aws.write_text(f"#!/bin/sh\nprintf '%s' '{{\"TemplateBody\": \"{body}\"}}'\n")
+    aws.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}", "STAGE": "staging", "SHA": sha}
+    return subprocess.run(
+        ["bash", "-e", "-o", "pipefail", "-c", _guard_step()["run"]],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_a_stage_never_moves_back_to_an_older_commit_unless_rolled_back(tmp_path: Path) -> None:
+    """Pipelines overtake each other (no workflow-wide group): the older one must not replace the newer."""
+    repo, fake_bin = tmp_path / "repo", tmp_path / "bin"
+    (repo / ".github" / "scripts").mkdir(parents=True)
+    fake_bin.mkdir()
+    (repo / ".github" / "scripts" / "stage_config.py").write_text(
+        (ROOT / ".github" / "scripts" / "stage_config.py").read_text()
+    )
+    (repo / "samconfig.toml").write_text((ROOT / "samconfig.toml").read_text())
+    _git(repo, "init", "-q")
+    commits = []
+    for n in range(3):
+        (repo / "n.txt").write_text(str(n))
+        _git(repo, "add", "-A")
+        _git(repo, "commit", "-qm", f"c{n}")
+        commits.append(_git(repo, "rev-parse", "HEAD"))
+    old, middle, new = commits
+    refused = _run_guard(repo, fake_bin, middle, deployed=new)
+    assert refused.returncode == 1 and f"already runs {new}" in refused.stdout, refused.stdout + refused.stderr
+    for sha, deployed in ((middle, old), (middle, middle), (middle, None), (middle, "f" * 40)):
+        allowed = _run_guard(repo, fake_bin, sha, deployed)
+        assert allowed.returncode == 0, (sha, deployed, allowed.stdout + allowed.stderr)
+    assert _guard_step()["if"] == "${{ !inputs.allow-older }}"
+    stage = _workflow("deploy-stage.yml")
+    allow_older = stage["on"]["workflow_call"]["inputs"]["allow-older"]
+    assert allow_older["type"] == "boolean" and allow_older["default"] is False
+    checkout = next(s for s in stage["jobs"]["deploy"]["steps"] if "actions/checkout" in str(s.get("uses")))
+    assert checkout["with"]["fetch-depth"] == 0  # merge-base needs the history
+    assert _workflow("rollback.yml")["jobs"]["deploy"]["with"]["allow-older"] is True
+    assert not any("allow-older" in job.get("with", {}) for job in _workflow("deploy.yml")["jobs"].values())

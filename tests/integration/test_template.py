@@ -418,6 +418,12 @@ def test_table_is_on_demand_with_ttl_pitr_and_encryption(translated: dict[str, A
     assert [i["IndexName"] for i in table["GlobalSecondaryIndexes"]] == ["GSI1"]
 
 
+def test_lambda_writes_its_own_platform_lines_as_json_too(translated: dict[str, Any]) -> None:
+    """Without LogFormat JSON, Lambda adds text lines (START, END, REPORT, crash reports) to every log group."""
+    for logical_id, props in _of_type(translated, "AWS::Lambda::Function").items():
+        assert props.get("LoggingConfig", {}).get("LogFormat") == "JSON", logical_id
+
+
 def test_log_groups_have_retention_and_outputs_are_complete(translated: dict[str, Any]) -> None:
     groups = _of_type(translated, "AWS::Logs::LogGroup")
     assert len(groups) == 2 and all(g["RetentionInDays"] == {"Ref": "LogRetentionDays"} for g in groups.values())
