@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from sigstream.adapters.aws_client import DYNAMODB, SECRETS_MANAGER, client_from_environment
+from sigstream.adapters.aws_credentials import credentials_from_environment
 from sigstream.adapters.secret_cache import SecretCache
 from sigstream.adapters.thread_pool import ProcessThreadPool
 from sigstream.core.errors import MethodNotAllowedError, NotFoundError, SigstreamError
@@ -101,8 +102,9 @@ class StreamApp:
 def build_app(env: Mapping[str, str], clock: Callable[[], float]) -> StreamApp:
     """Wire settings and adapters from the environment (no network calls)."""
     settings = StreamSettings.from_env(env)
-    secrets_client = client_from_environment(SECRETS_MANAGER, env)
-    dynamo_client = client_from_environment(DYNAMODB, env)
+    credentials = credentials_from_environment(env)  # one provider: one container-endpoint fetch, not two
+    secrets_client = client_from_environment(SECRETS_MANAGER, env, credentials)
+    dynamo_client = client_from_environment(DYNAMODB, env, credentials)
     upstream = UpstreamClient(
         settings.upstream_base_url,
         timeout=settings.upstream_timeout_seconds,
