@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -36,6 +37,8 @@ class StackOptions:
     web_dir: Path | None = None
     function_urls: bool = True
     aws_proxy: bool = False  # put a counting / fault-injecting proxy between functions and moto
+    # Lambda Managed Instances: invocations one environment serves at once (AWS_LAMBDA_MAX_CONCURRENCY).
+    max_concurrency: int | None = None
 
 
 class FunctionLogs:
@@ -131,6 +134,9 @@ class LocalStack:
             self.aws_proxy = AwsProxy(self.moto.port)
             aws_env["AWS_ENDPOINT_URL"] = self.aws_proxy.endpoint
         for logical_id, spec in function_specs(self.template, resolver, opts.root).items():
+            if opts.max_concurrency:  # set by Lambda, not the template: every function gets it
+                env = {**spec.environment, "AWS_LAMBDA_MAX_CONCURRENCY": str(opts.max_concurrency)}
+                spec = dataclasses.replace(spec, environment=env)
             pool = FunctionPool(spec, aws_env, REGION, self.logs)
             self.pools[logical_id] = pool
             if logical_id in ports and opts.function_urls:
@@ -190,7 +196,10 @@ def parse_overrides(text: str) -> dict[str, str]:
 
 
 def options_from_env(root: Path, log_stream: TextIO | None = sys.stdout) -> StackOptions:
-    """Options for `make dev`: UPSTREAM_BASE_URL / UPSTREAM_API_KEY, SIGSTREAM_PARAMETER_OVERRIDES."""
+    """`make dev`'s options: UPSTREAM_BASE_URL/_API_KEY, SIGSTREAM_PARAMETER_OVERRIDES, AWS_LAMBDA_MAX_CONCURRENCY."""
+    concurrency = os.environ.get("AWS_LAMBDA_MAX_CONCURRENCY", "")
+    if concurrency and not (concurrency.isdigit() and int(concurrency) >= 1):
+        raise ValueError(f"AWS_LAMBDA_MAX_CONCURRENCY must be a positive integer: {concurrency!r}")
     return StackOptions(
         root=root,
         template=root / "template.yaml",
@@ -200,4 +209,5 @@ def options_from_env(root: Path, log_stream: TextIO | None = sys.stdout) -> Stac
         log_stream=log_stream,
         log_dir=root / ".local" / "logs",
         web_dir=root / "web",
+        max_concurrency=int(concurrency) if concurrency else None,
     )

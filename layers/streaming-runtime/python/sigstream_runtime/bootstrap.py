@@ -126,11 +126,32 @@ class Worker:
                 close()
 
 
+def threads_before_fork() -> list[str]:
+    """Names of threads other than this one (a handler that started threads at import)."""
+    threading = sys.modules.get("threading")  # not imported: no thread was started through it
+    if threading is None:
+        return []
+    return [t.name for t in threading.enumerate() if t is not threading.current_thread()]
+
+
 def fork_workers(count: int) -> None:
     """Lambda Managed Instances: serve `count` invocations at once, one process each.
 
     Processes rather than threads: `_X_AMZN_TRACE_ID` is process-global, as in awslambdaric.
     """
+    threads = threads_before_fork()
+    if threads:  # they do not exist in the workers, and any lock they hold stays held there
+        sys.stderr.write(
+            json.dumps(
+                {
+                    "level": "WARNING",
+                    "message": "threads exist when the runtime forks its workers; a lock they hold deadlocks them",
+                    "threads": threads,
+                }
+            )
+            + "\n"
+        )
+        sys.stderr.flush()
     for _ in range(count - 1):
         if os.fork() == 0:
             return
