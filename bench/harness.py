@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -70,3 +73,54 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmHWM")
+
+
+PROBE_LAYER = BENCH / "probe"
+
+
+def probe_reports(stack: LocalStack, logical_id: str, since: int, count: int) -> list[dict[str, float]]:
+    """The `count` JSON lines the probe layer (or the relay) logged for a function from log line `since` on.
+
+    Function output reaches the stack's log through a pipe, a little after the invocation's response.
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        reports = [
+            json.loads(line)
+            for function, line in stack.logs.lines[since:]
+            if function == logical_id and line.startswith('{"probe"')
+        ]
+        if len(reports) >= count or time.monotonic() > deadline:
+            assert len(reports) == count, (logical_id, len(reports), count)
+            return reports
+        time.sleep(0.01)
+
+
+class Subprocess:
+    """A helper process that prints one line (its address) when ready; its CPU is not the function's."""
+
+    def __init__(self, code: str, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True, cwd=ROOT
+        )
+        assert self.process.stdout is not None
+        self.address = self.process.stdout.readline().strip()
+
+    def stop(self) -> None:
+        """Stop it."""
+        self.process.kill()
+        self.process.wait()
+
+
+def keepalive_aws(stack: LocalStack) -> Subprocess:
+    """A keep-alive HTTP/1.1 front for moto, in its own process.
+
+    moto's server closes the connection after every response (HTTP/1.0), so each AWS call would pay a new
+    TCP connection; Lambda keeps its connections to DynamoDB and Secrets Manager open between invocations.
+    """
+    assert stack.moto is not None
+    return Subprocess(
+        "import sys, time; from local.aws_proxy import AwsProxy; p = AwsProxy(int(sys.argv[1])); "
+        "print(p.endpoint, flush=True); time.sleep(86400)",
+        str(stack.moto.port),
+    )

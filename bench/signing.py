@@ -31,7 +31,7 @@ def run(quick: bool) -> Section:
         "POST", "/v1/chat/completions", "user-42", now, now + 300, "conv_0123456789abcdef", ("gpt-4o-mini",), 512
     )
     query = sign_query(grant, "k1", key["k1"])
-    vectors = json.loads((ROOT.parent / "shared" / "fixtures" / "signway-sw1-vectors.json").read_text())["vectors"]
+    vectors = json.loads((ROOT / "tests" / "fixtures" / "recorded" / "signway-sw1-vectors.json").read_text())["vectors"]
     vector = next(v for v in vectors if v["name"] == "V5-put-headers-body-query")
     app = {vector["id"]: Sw1App(vector["id"], vector["secret"], ("*",))}
     body = vector["request"]["body"].encode()
