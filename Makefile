@@ -35,7 +35,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy --strict layers/streaming-runtime/python
 	MYPYPATH=layers/core/python $(PY) -m mypy --strict -p sigstream
-	MYPYPATH=layers/core/python:functions/stream:layers/streaming-runtime/python $(PY) -m mypy --strict -p stream_app
+	MYPYPATH=layers/core/python:functions/stream:layers/streaming-runtime/python $(PY) -m mypy --strict functions/stream/stream_handler.py functions/stream/stream_app
+	MYPYPATH=layers/core/python:functions/stream:layers/streaming-runtime/python:. $(PY) -m mypy --strict --follow-imports=silent -p bench
 
 test: lint typecheck $(TOOLS_STAMP)
 	$(PY) -m pytest

@@ -8,6 +8,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from bench import chunks, contenders, gateway, layer, lmi, runtime, signing
@@ -71,7 +72,16 @@ def main() -> int:
     ).stdout.strip()
     # Changes to the report itself do not make the measured code different.
     dirty = subprocess.run(
-        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!docs/benchmarks.md", ":!docs/bench-ttfb.png"],
+        [
+            "git",
+            "status",
+            "--porcelain",
+            "--untracked-files=no",
+            "--",
+            ".",
+            ":!docs/benchmarks.md",
+            ":!docs/bench-ttfb.png",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -88,7 +98,7 @@ def main() -> int:
         counted.start()
         signer = gateway.Signer(stack)
         sections: list[Section] = []
-        steps = [
+        steps: list[tuple[str, Callable[[], Section | tuple[Section, list[float]]]]] = [
             ("runtime", lambda: runtime.run(stack, args.quick)),
             ("signing", lambda: signing.run(args.quick)),
             ("cold start", lambda: contenders.cold_start(stack, signer, gateway.http_first_byte, args.quick)),

@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bench.harness import BENCH, PROBE_LAYER, invoke, keepalive_aws, probe_reports, variant
@@ -141,16 +142,16 @@ def _import_tree(code_dir: Any, env: dict[str, str], module: str) -> list[tuple[
         text=True,
         check=True,
     ).stderr
-    entries = []
+    entries: list[tuple[str, int, int]] = []
     for line in out.splitlines():
         if line.startswith("import time:") and line.count("|") == 2:
-            _, cumulative, raw = line[12:].split("|")
-            if cumulative.strip().isdigit():
+            _, micros, raw = line[12:].split("|")
+            if micros.strip().isdigit():
                 depth = (len(raw) - len(raw.lstrip()) - 1) // 2
-                entries.append((raw.strip(), int(cumulative), depth))
+                entries.append((raw.strip(), int(micros), depth))
     # importtime prints a module after everything it imported, indented one level less.
     parents: dict[int, str] = {}
-    tree = []
+    tree: list[tuple[str, int, str]] = []
     for name, cumulative, depth in reversed(entries):
         parents[depth] = name
         tree.append((name, cumulative, parents.get(depth - 1, "")))
@@ -168,9 +169,14 @@ def import_profile(stack: LocalStack) -> str:
     floor = _import_tree(HANDLERS, {**env, "PYTHONPATH": f"{env['PYTHONPATH']}:{HANDLERS}"}, "floor_handler")
     total = next(c for n, c, _ in ours if n == "stream_handler")
     floor_total = next(c for n, c, _ in floor if n == "floor_handler")
-    # Modules that our code imports directly and that are not ours (each counted where it is first imported).
+    # Modules our code imports directly that are not ours and that the floor does without.
+    floor_modules = {n for n, _, _ in floor}
     external = sorted(
-        ((n, c) for n, c, parent in ours if parent.split(".")[0] in OURS and n.split(".")[0] not in OURS),
+        (
+            (n, c)
+            for n, c, parent in ours
+            if parent.split(".")[0] in OURS and n.split(".")[0] not in OURS and n not in floor_modules
+        ),
         key=lambda nc: -nc[1],
     )
     IMPORT_TOTALS.clear()
@@ -180,7 +186,8 @@ def import_profile(stack: LocalStack) -> str:
         "### Import-time profile (`python -X importtime`, one run, in the function's environment)",
         "",
         f"`stream_handler` imports in {total / 1000:.1f} ms, the floor's handler module in {floor_total / 1000:.1f} ms. "
-        "The largest modules our code imports that are not ours (cumulative, each where it is first imported):",
+        "The largest modules our code imports that are not ours and that the floor does not import (cumulative, "
+        "each where it is first imported):",
         "",
         "| module | cumulative |",
         "|---|---|",
@@ -265,9 +272,11 @@ def _aws_calls_before_first_byte(stack: LocalStack, signer: Any, chat_event: Any
     for client in (app.store.client, app.secrets.client):
         original = client._send
 
-        def send(op: str, body: bytes, _orig: Any = original) -> Any:
+        def send(
+            operation: str, body: bytes, _orig: Callable[[str, bytes], tuple[int, bytes]] = original
+        ) -> tuple[int, bytes]:
             counted["n"] += 1
-            return _orig(op, body)
+            return _orig(operation, body)
 
         client._send = send  # type: ignore[method-assign]
     before = []

@@ -63,7 +63,7 @@ def chat_event(answer: dict[str, Any], stream: bool = True, text: str = "hello")
 def http_first_byte(url: str, body: bytes) -> tuple[float, float, bytes]:
     """(time to first body byte, total time, body) of a POST."""
     parts = urlsplit(url)
-    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=120)
+    conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=120)
     start = time.perf_counter()
     conn.request("POST", f"{parts.path}?{parts.query}", body, {"content-type": "application/json"})
     response = conn.getresponse()
@@ -127,8 +127,8 @@ def concurrency(stack: LocalStack, signer: Signer, quick: bool) -> tuple[Section
     ddb = stack.moto.client("dynamodb")
     table = ddb.list_tables()["TableNames"][0]
     lost = duplicated = 0
-    for wave in waves.values():
-        for _, _, cid in wave:
+    for results in waves.values():
+        for _, _, cid in results:
             items = ddb.query(
                 TableName=table,
                 KeyConditionExpression="pk = :p",

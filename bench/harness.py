@@ -19,14 +19,31 @@ ROOT = BENCH.parent
 CLK = os.sysconf("SC_CLK_TCK")
 
 
-def variant(stack: LocalStack, base: str, name: str, **changes: object) -> FunctionPool:
+def variant(
+    stack: LocalStack,
+    base: str,
+    name: str,
+    *,
+    env: dict[str, str] | None = None,
+    drop_env: tuple[str, ...] | list[str] = (),
+    code_dir: Path | None = None,
+    handler: str | None = None,
+    layer_dirs: tuple[Path, ...] | None = None,
+) -> FunctionPool:
     """A pool for a function derived from one of the template's (same env, layers, AWS endpoint)."""
     spec = stack.pools[base].spec
-    env = dict(spec.environment)
-    env.update(changes.pop("env", {}))  # type: ignore[arg-type]
-    for key in changes.pop("drop_env", ()):  # type: ignore[attr-defined]
-        env.pop(key, None)
-    new = dataclasses.replace(spec, logical_id=name, name=f"bench-{name}", environment=env, **changes)  # type: ignore[arg-type]
+    environment = {**spec.environment, **(env or {})}
+    for key in drop_env:
+        environment.pop(key, None)
+    new = dataclasses.replace(
+        spec,
+        logical_id=name,
+        name=f"bench-{name}",
+        environment=environment,
+        code_dir=code_dir or spec.code_dir,
+        handler=handler or spec.handler,
+        layer_dirs=spec.layer_dirs if layer_dirs is None else layer_dirs,
+    )
     return FunctionPool(new, stack.pools[base].aws_env, stack.pools[base].region, stack.logs)
 
 

@@ -18,7 +18,15 @@ SDK = "openai==3.54.0"  # what the layer carried before the Stream path dropped 
 def _build(source: Path, out: Path) -> tuple[int, int, list[str]]:
     """(unpacked bytes, zipped bytes, top-level entries) of the layer built by its own Makefile."""
     subprocess.run(
-        ["make", "-s", "-C", str(source), "build-DependenciesLayer", f"ARTIFACTS_DIR={out}", f"PIP={sys.executable} -m pip"],
+        [
+            "make",
+            "-s",
+            "-C",
+            str(source),
+            "build-DependenciesLayer",
+            f"ARTIFACTS_DIR={out}",
+            f"PIP={sys.executable} -m pip",
+        ],
         check=True,
         capture_output=True,
         text=True,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from bench.harness import ROOT
@@ -13,7 +14,7 @@ from sigstream.core.sw1 import Sw1App, verify_sw1
 from stream_app.sw1_proxy import _normalise
 
 
-def _rate(fn, seconds: float) -> float:
+def _rate(fn: Callable[[], object], seconds: float) -> float:
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         for _ in range(200):

@@ -71,9 +71,7 @@ class Floor:
         if self.env.get("AWS_SESSION_TOKEN"):
             headers["x-amz-security-token"] = self.env["AWS_SESSION_TOKEN"]
         names = ";".join(sorted(headers))
-        canonical = "\n".join(
-            ["POST", "/", "", "".join(f"{k}:{headers[k]}\n" for k in sorted(headers)), names, digest]
-        )
+        canonical = "\n".join(["POST", "/", "", "".join(f"{k}:{headers[k]}\n" for k in sorted(headers)), names, digest])
         scope = f"{now[:8]}/{self.region}/{service}/aws4_request"
         to_sign = f"AWS4-HMAC-SHA256\n{now}\n{scope}\n{hashlib.sha256(canonical.encode()).hexdigest()}"
         key = ("AWS4" + self.env["AWS_SECRET_ACCESS_KEY"]).encode()
@@ -99,9 +97,7 @@ class Floor:
     def secret(self, name: str) -> str:
         """A secret, fetched once."""
         if name not in self.secrets:
-            self.secrets[name] = self.aws("secretsmanager.GetSecretValue", {"SecretId": self.env[name]})[
-                "SecretString"
-            ]
+            self.secrets[name] = self.aws("secretsmanager.GetSecretValue", {"SecretId": self.env[name]})["SecretString"]
         return self.secrets[name]
 
     def handle(self, event: dict[str, Any]) -> StreamingResponse:

@@ -14,7 +14,7 @@ api = os.environ["AWS_LAMBDA_RUNTIME_API"]
 upstream = urlsplit(os.environ["SIGSTREAM_UPSTREAM_BASE_URL"])
 key = os.environ["RELAY_API_KEY"]
 runtime = http.client.HTTPConnection(api)
-conn = http.client.HTTPConnection(upstream.hostname, upstream.port)
+conn = http.client.HTTPConnection(upstream.hostname or "", upstream.port)
 while True:
     runtime.request("GET", "/2018-06-01/runtime/invocation/next")
     response = runtime.getresponse()

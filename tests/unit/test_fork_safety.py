@@ -24,8 +24,10 @@ def in_child(check: Callable[[], bool]) -> bool:
         os.write(write_end, b"1" if ok else b"0")
         os._exit(0)
     os.close(write_end)
-    threading.Timer(20, lambda: os.kill(pid, 9)).start()
+    watchdog = threading.Timer(20, os.kill, (pid, 9))
+    watchdog.start()
     os.waitpid(pid, 0)
+    watchdog.cancel()
     answer = os.read(read_end, 1)
     os.close(read_end)
     return answer == b"1"

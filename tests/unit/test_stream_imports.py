@@ -40,7 +40,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_the_handler_imports_without_the_openai_sdk_or_its_http_stack() -> None:
     loaded = json.loads(_run("-c", PROBE).stdout)
     modules = set(loaded["modules"])
-    assert not {"openai", "httpx", "httpx2", "httpcore", "pydantic", "boto3", "botocore.session"} & modules
+    assert not {"openai", "httpx", "httpx2", "httpcore", "urllib3", "pydantic", "boto3", "botocore.session"} & modules
     # (Powertools' user-agent hook imports the bare `botocore` package, 0.4 ms; no client, no service model.)
     assert loaded["threads"] == ["MainThread"]  # nothing running when the runtime forks its workers
 

@@ -74,6 +74,9 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         self.end_headers()
         self.wfile.write(data)
+        if answer.get("drop_idle"):  # a keep-alive timeout: closed after answering, without saying so
+            self.wfile.flush()
+            self.close_connection = True
 
 
 @pytest.fixture()
@@ -139,6 +142,16 @@ def test_a_connection_the_provider_closed_is_replaced_without_an_error(server: t
     chat(upstream)
     assert chat(upstream) == SSE
     assert len(script.requests) == 2
+
+
+def test_a_kept_connection_the_provider_dropped_while_idle_is_not_reused(server: tuple[str, Script]) -> None:
+    base, script = server
+    script.answers = [{"drop_idle": True}, {}]
+    upstream = client(base, max_retries=0)
+    chat(upstream)
+    time.sleep(0.1)  # the provider's FIN arrives
+    assert chat(upstream) == SSE
+    assert len(script.requests) == 2 and upstream.requests == 2  # no failed attempt on the dead connection
 
 
 def test_a_429_with_a_short_retry_after_is_retried(server: tuple[str, Script]) -> None:

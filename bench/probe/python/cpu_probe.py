@@ -5,11 +5,16 @@ body chunk exists (the first byte), and when the body is exhausted; one JSON lin
 {"probe": name, "cpu_first": s, "cpu_total": s, "cpu_stream": s, "chunks_out": n, "bytes_out": n}.
 """
 
+from __future__ import annotations
+
+import importlib
 import json
 import time
+from collections.abc import Iterator
+from typing import Any
 
 
-def _report(name, start, first, end, chunks, size):
+def _report(name: str, start: float, first: float, end: float, chunks: int, size: int) -> None:
     line = {
         "probe": name,
         "cpu_first": first - start,
@@ -21,10 +26,10 @@ def _report(name, start, first, end, chunks, size):
     print(json.dumps(line), flush=True)
 
 
-def _streamed(name, response, start):
+def _streamed(name: str, response: Any, start: float) -> Any:
     body = response.body
 
-    def measured():
+    def measured() -> Iterator[bytes]:
         first = None
         chunks = size = 0
         try:
@@ -42,28 +47,30 @@ def _streamed(name, response, start):
     return response
 
 
-def stream(event, context):
+def _handler(module: str) -> Any:
+    # Imported on first use: the function's own handler module is on its path, the others' are not.
+    return importlib.import_module(module).handler
+
+
+def stream(event: Any, context: Any) -> Any:
     """The Stream function (functions/stream/stream_handler.py)."""
-    import stream_handler
-
+    handler = _handler("stream_handler")
     start = time.process_time()
-    return _streamed("stream", stream_handler.handler(event, context), start)
+    return _streamed("stream", handler(event, context), start)
 
 
-def floor(event, context):
+def floor(event: Any, context: Any) -> Any:
     """The floor baseline (bench/handlers/floor_handler.py)."""
-    import floor_handler
-
+    handler = _handler("floor_handler")
     start = time.process_time()
-    return _streamed("floor", floor_handler.handler(event, context), start)
+    return _streamed("floor", handler(event, context), start)
 
 
-def reference(event, context):
+def reference(event: Any, context: Any) -> Any:
     """The tutorial reference (bench/handlers/reference_handler.py), buffered: its first byte is its end."""
-    import reference_handler
-
+    handler = _handler("reference_handler")
     start = time.process_time()
-    result = reference_handler.handler(event, context)
+    result = handler(event, context)
     end = time.process_time()
     _report("reference", start, end, end, 1, len(result.get("body", "")))
     return result

@@ -1,27 +1,24 @@
-"""The provider over urllib3: keep-alive connections, retries before the first byte only, raw bytes after.
+"""The provider over http.client: keep-alive connections, retries before the first byte only, raw bytes after.
 
-No SDK: the Stream function forwards a body it has already validated and relays the provider's bytes, so
-a client library's models would cost import time and CPU per request for nothing (docs/adr/0007).
+No SDK and no third-party HTTP library: the Stream function forwards a body it has already validated and
+relays the provider's bytes. Measured against urllib3, the standard library costs nothing to import (urllib3:
+~27 ms), about half the CPU per request and less per streamed chunk (docs/adr/0007-upstream-client.md).
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import random
+import select
+import socket
+import ssl
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
-
-import urllib3
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    HTTPError,
-    MaxRetryError,
-    NewConnectionError,
-    ReadTimeoutError,
-)
-from urllib3.util.retry import Retry
+from urllib.parse import urlsplit
 
 from sigstream.adapters.per_process import PerProcess
 from sigstream.core.errors import (
@@ -33,72 +30,33 @@ from sigstream.core.errors import (
 )
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+RETRY_AFTER_STATUSES = frozenset({429, 503})
 # Waiting for the provider is billed Lambda time, and the caller's own SDK retries a 429 we return:
 # the gateway absorbs only short waits and passes longer Retry-After values through.
 RETRY_WAIT_BUDGET_SECONDS = 2.0
+BACKOFF_BASE_SECONDS = 0.25
+BACKOFF_MAX_SECONDS = 1.0
 # Providers and NAT gateways drop idle connections silently; one idle longer than this is not reused.
 IDLE_SECONDS = 50.0
 READ_SIZE = 65536
 USER_AGENT = "sigstream/0.1"
+# A reused connection that the provider had already closed fails like this before any byte comes back.
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.BadStatusLine)
+
+Key = tuple[str, str, int]
 
 
-class _BudgetedRetry(Retry):
-    """urllib3's retry policy, bounded by a total wait per request and never after a read timeout.
+class _AttemptFailedError(Exception):
+    """An attempt failed before any response byte; `error` is what to report if it is not retried."""
 
-    A read timeout means the provider may already be generating (and billing) an answer; a refused
-    connection, a dropped keep-alive connection or a 429/5xx status means it is not.
-    """
-
-    RETRY_AFTER_STATUS_CODES = frozenset({429, 503})
-
-    def __init__(self, *args: Any, deadline: float = 0.0, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.deadline = deadline
-        self._planned = 0.0
-
-    def new(self, **kwargs: Any) -> _BudgetedRetry:
-        """A copy for the next attempt, keeping the request's deadline."""
-        retry = super().new(**kwargs)
-        retry.deadline = self.deadline
-        return retry
-
-    def get_backoff_time(self) -> float:
-        """Full jitter: uniform in [0, factor * 2**n], capped."""
-        attempts = len(self.history)
-        if attempts == 0:
-            return 0.0
-        return random.uniform(0, min(self.backoff_max, self.backoff_factor * 2**attempts))  # noqa: S311
-
-    def increment(
-        self,
-        method: str | None = None,
-        url: str | None = None,
-        response: Any = None,
-        error: Exception | None = None,
-        _pool: Any = None,
-        _stacktrace: Any = None,
-    ) -> _BudgetedRetry:
-        """Count the attempt; refuse to retry when its wait would exceed what is left of the budget."""
-        if isinstance(error, ReadTimeoutError):
-            raise MaxRetryError(_pool, url, error) from error
-        retry = super().increment(method, url, response, error, _pool, _stacktrace)
-        wait = None
-        if response is not None and response.status in self.RETRY_AFTER_STATUS_CODES:
-            wait = _retry_after_seconds(response.headers.get("retry-after"))
-        if wait is None:
-            wait = retry.get_backoff_time()
-        if time.monotonic() + wait > self.deadline:
-            raise MaxRetryError(_pool, url, error)
-        retry._planned = wait
-        return retry
-
-    def sleep(self, response: Any = None) -> None:
-        """Sleep the wait planned (and checked against the budget) when the attempt was counted."""
-        if self._planned > 0:
-            time.sleep(self._planned)
+    def __init__(self, error: SigstreamError, *, sent: bool, reused: bool = False) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.sent = sent  # the request went out (on a connection that then failed)
+        self.reused = reused  # on a kept-alive connection (the provider may have closed it while idle)
 
 
-def _retry_after_seconds(value: str | None) -> float | None:
+def retry_after_seconds(value: str | None) -> float | None:
     """Retry-After as seconds (delta-seconds or an HTTP date); None when absent or unreadable."""
     if not value:
         return None
@@ -106,27 +64,18 @@ def _retry_after_seconds(value: str | None) -> float | None:
     if value.isdigit():
         return float(value)
     try:
-        from email.utils import parsedate_to_datetime
+        from email.utils import parsedate_to_datetime  # loaded by http.client already
 
         return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
     except (TypeError, ValueError):
         return None
 
 
-def failure(exc: BaseException) -> SigstreamError:
-    """A transport failure as our error (never echoing the request, which carries the key)."""
-    reason = exc.reason if isinstance(exc, MaxRetryError) and exc.reason is not None else exc
-    if isinstance(reason, NewConnectionError):
-        return UpstreamError("the provider is unreachable")
-    if isinstance(reason, (ConnectTimeoutError, ReadTimeoutError, TimeoutError)):
-        return UpstreamTimeoutError("the provider did not answer in time")
-    return UpstreamError("the provider is unavailable")
-
-
 def status_error(status: int, headers: Mapping[str, str], body: bytes) -> SigstreamError:
-    """A provider's refusal as our OpenAI-shaped error."""
+    # `headers` has lower-case names.
+    """A provider's refusal as our OpenAI-shaped error (the provider's Retry-After passed through)."""
     if status == 429:
-        wait = _retry_after_seconds(headers.get("retry-after"))
+        wait = retry_after_seconds(headers.get("retry-after"))
         return RateLimitedError("the provider is rate limiting requests", retry_after=math.ceil(wait or 1))
     if status in (401, 403):
         return UpstreamError("the provider refused the gateway's credentials")
@@ -144,41 +93,81 @@ def status_error(status: int, headers: Mapping[str, str], body: bytes) -> Sigstr
     return UpstreamError("the provider is unavailable")
 
 
+class _Pool:
+    """Idle keep-alive connections of one process: one per thread and host."""
+
+    def __init__(self) -> None:
+        self.local = threading.local()
+        self.tls = ssl.create_default_context()
+
+    def idle(self) -> dict[Key, tuple[http.client.HTTPConnection, float]]:
+        idle: dict[Key, tuple[http.client.HTTPConnection, float]] = self.local.__dict__.setdefault("idle", {})
+        return idle
+
+
+def _dropped(conn: http.client.HTTPConnection) -> bool:
+    """An idle connection with something to read has been closed (or broken) by the other side."""
+    sock = conn.sock
+    if sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
 class UpstreamResponse:
     """A provider response whose body is read as it arrives; transport errors come out as our errors."""
 
-    def __init__(self, raw: urllib3.BaseHTTPResponse) -> None:
-        self._raw = raw
-        self.status = raw.status
-        self.headers: Mapping[str, str] = raw.headers
+    def __init__(
+        self,
+        response: http.client.HTTPResponse,
+        release: Callable[[bool], None],
+    ) -> None:
+        self._response = response
+        self._release = release
+        self._released = False
+        self.status = response.status
+        self.headers = {name.lower(): value for name, value in response.getheaders()}
 
     def chunks(self) -> Iterator[bytes]:
         """The body's bytes, unchanged, in the pieces the socket delivers."""
-        read1 = self._raw.read1
+        read1 = self._response.read1
         try:
             while data := read1(READ_SIZE):
                 yield data
-        except (HTTPError, OSError) as exc:
+        except TimeoutError as exc:
             self.close()
-            raise failure(exc) from exc
+            raise UpstreamTimeoutError("the provider stopped sending in time") from exc
+        except (http.client.HTTPException, OSError) as exc:
+            self.close()
+            raise UpstreamError("the provider's stream broke off") from exc
 
     def read(self, limit: int | None = None) -> bytes:
         """The whole body (or its first `limit` bytes)."""
         try:
-            return self._raw.read(limit)
-        except (HTTPError, OSError) as exc:
+            return self._response.read(limit)
+        except TimeoutError as exc:
             self.close()
-            raise failure(exc) from exc
+            raise UpstreamTimeoutError("the provider did not answer in time") from exc
+        except (http.client.HTTPException, OSError) as exc:
+            self.close()
+            raise UpstreamError("the provider's answer broke off") from exc
 
     def close(self) -> None:
-        """Done with it: a fully read connection goes back to the pool, any other one is closed."""
-        if not self._raw.closed:
-            self._raw.close()  # unread body: the connection cannot be reused
-        self._raw.release_conn()
+        """Done with it: a fully read connection is kept for the next request, any other one is closed."""
+        if not self._released:
+            self._released = True
+            response = self._response
+            # read1 leaves a Content-Length body open once it is all read (read() would have closed it).
+            complete = response.isclosed() or response.length == 0
+            response.close()  # the response only: the socket stays with the connection
+            self._release(complete and not response.will_close)
 
 
 class UpstreamClient:
-    """POSTs to an OpenAI-compatible provider; one connection pool per process."""
+    """Requests to an OpenAI-compatible provider over keep-alive connections made per process and thread."""
 
     def __init__(
         self,
@@ -189,75 +178,138 @@ class UpstreamClient:
         max_retries: int,
         retry_wait_budget: float = RETRY_WAIT_BUDGET_SECONDS,
         idle_seconds: float = IDLE_SECONDS,
-        pool_factory: Callable[[], urllib3.PoolManager] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        # The read timeout bounds every wait on the socket: for the headers and between streamed chunks.
-        self.timeout = urllib3.Timeout(connect=connect_timeout, read=timeout)
+        self.timeout = timeout  # every wait on the socket: for the headers and between streamed chunks
+        self.connect_timeout = connect_timeout
         self.max_retries = max_retries
         self.retry_wait_budget = retry_wait_budget
         self.idle_seconds = idle_seconds
         self._clock = clock
-        self._pools = PerProcess(pool_factory or self._new_pool)
-        self._last_used = clock()
-        self.requests = 0  # attempts are counted by the server; this counts calls (benchmarks)
+        self._sleep = sleep
+        self._pools = PerProcess(_Pool)  # a forked worker never shares its parent's sockets
+        self.requests = 0  # attempts sent (benchmarks, tests)
 
-    @staticmethod
-    def _new_pool() -> urllib3.PoolManager:
-        # A few hosts at most (provider, SW1 upstreams); a few threads at most per host.
-        return urllib3.PoolManager(num_pools=8, maxsize=4, block=False, retries=False)
+    # --- connections -------------------------------------------------------------------------------------
 
-    def _pool(self) -> urllib3.PoolManager:
-        pools = self._pools.get()
-        now = self._clock()
-        if now - self._last_used > self.idle_seconds:
-            pools.clear()  # every pooled connection has been idle at least this long
-        self._last_used = now
-        return pools
+    def _checkout(self, key: Key) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle connection still worth using, or a new (unconnected) one; and whether it is reused."""
+        pool = self._pools.get()
+        idle = pool.idle().pop(key, None)
+        if idle is not None:
+            conn, since = idle
+            if self._clock() - since <= self.idle_seconds and not _dropped(conn):
+                return conn, True
+            conn.close()
+        scheme, host, port = key
+        if scheme == "https":
+            return http.client.HTTPSConnection(host, port, timeout=self.connect_timeout, context=pool.tls), False
+        return http.client.HTTPConnection(host, port, timeout=self.connect_timeout), False
 
-    def _retry(self, retries: int, *, after_send: bool) -> _BudgetedRetry:
-        return _BudgetedRetry(
-            total=retries,
-            connect=retries,
-            read=0 if after_send else retries,
-            status=0 if after_send else retries,
-            redirect=0,
-            other=0,
-            allowed_methods=None,  # POST included: only failures before the provider works are retried
-            status_forcelist=() if after_send else RETRY_STATUSES,
-            backoff_factor=0.25,
-            backoff_max=1.0,
-            raise_on_status=False,
-            raise_on_redirect=False,
-            respect_retry_after_header=not after_send,
-            deadline=self._clock() + self.retry_wait_budget,
-        )
+    def _release(self, key: Key, conn: http.client.HTTPConnection, reusable: bool) -> None:
+        if not reusable:
+            conn.close()  # unread body, or the provider is closing it: never reuse
+            return
+        old = self._pools.get().idle().get(key)
+        if old is not None:
+            old[0].close()
+        self._pools.get().idle()[key] = (conn, self._clock())
 
-    def _send(
-        self, method: str, url: str, body: bytes, headers: Mapping[str, str], retry: _BudgetedRetry
-    ) -> UpstreamResponse:
+    def _connect(self, conn: http.client.HTTPConnection) -> None:
+        try:
+            conn.connect()
+        except TimeoutError as exc:
+            conn.close()
+            raise _AttemptFailedError(UpstreamTimeoutError("the provider did not answer in time"), sent=False) from exc
+        except OSError as exc:
+            conn.close()
+            raise _AttemptFailedError(UpstreamError("the provider is unreachable"), sent=False) from exc
+        if conn.sock is not None:
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # each request leaves at once
+
+    # --- one attempt -------------------------------------------------------------------------------------
+
+    def _attempt(self, method: str, key: Key, target: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
+        conn, reused = self._checkout(key)
+        if conn.sock is None:
+            self._connect(conn)
+        if conn.sock is not None:
+            conn.sock.settimeout(self.timeout)
         self.requests += 1
         try:
-            raw = self._pool().urlopen(
-                method,
-                url,
-                body=body,
-                headers=dict(headers),
-                retries=retry,
-                redirect=False,
-                timeout=self.timeout,
-                preload_content=False,
-                decode_content=False,
-            )
-        except (HTTPError, OSError) as exc:
-            raise failure(exc) from exc
-        return UpstreamResponse(raw)
+            conn.putrequest(method, target, skip_accept_encoding=True)
+            for name, value in headers.items():
+                conn.putheader(name, value)
+            conn.endheaders(body)
+            response = conn.getresponse()
+        except TimeoutError as exc:
+            conn.close()
+            # The request was sent: the provider may be generating (and billing) an answer. Not retried.
+            raise UpstreamTimeoutError("the provider did not answer in time") from exc
+        except _STALE as exc:
+            conn.close()
+            raise _AttemptFailedError(
+                UpstreamError("the provider closed the connection"), sent=True, reused=reused
+            ) from exc
+        except (http.client.HTTPException, OSError) as exc:
+            conn.close()
+            raise UpstreamError("the provider is unavailable") from exc
+        return UpstreamResponse(response, lambda reusable: self._release(key, conn, reusable))
 
-    def _headers(self, api_key: str, accept: str) -> dict[str, str]:
+    def _backoff(self, attempt: int) -> float:
+        return random.uniform(0, min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt))  # noqa: S311
+
+    def _send(
+        self, method: str, url: str, body: bytes, headers: Mapping[str, str], *, retry_sent: bool
+    ) -> UpstreamResponse:
+        """Send with retries: refused connections always; 429/5xx and dropped keep-alives when `retry_sent`.
+
+        Every wait (backoff or the provider's Retry-After) must fit in what is left of the budget; a
+        response that would need a longer wait is returned as it is, so its Retry-After reaches the client.
+        """
+        parts = urlsplit(url)
+        scheme = parts.scheme or "http"
+        key: Key = (scheme, parts.hostname or "", parts.port or (443 if scheme == "https" else 80))
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        deadline = self._clock() + self.retry_wait_budget
+        attempt = 0
+        stale_retried = False
+        while True:
+            try:
+                response = self._attempt(method, key, target, body, headers)
+            except _AttemptFailedError as failed:
+                if failed.sent and not retry_sent:
+                    raise failed.error from failed
+                if failed.reused and not stale_retried:
+                    stale_retried = True  # the keep-alive race: once, at once, on a fresh connection
+                    continue
+                wait = self._backoff(attempt)
+                if attempt >= self.max_retries or self._clock() + wait > deadline:
+                    raise failed.error from failed
+            else:
+                if not (retry_sent and response.status in RETRY_STATUSES) or attempt >= self.max_retries:
+                    return response
+                asked = retry_after_seconds(response.headers.get("retry-after"))
+                wait = (
+                    asked if asked is not None and response.status in RETRY_AFTER_STATUSES else self._backoff(attempt)
+                )
+                if self._clock() + wait > deadline:
+                    return response  # too long to wait here: the caller passes the Retry-After on
+                response.read(65536)
+                response.close()
+            attempt += 1
+            if wait > 0:
+                self._sleep(wait)
+
+    # --- requests ----------------------------------------------------------------------------------------
+
+    def _headers(self, api_key: str, accept: str, body: bytes) -> dict[str, str]:
         return {
             "authorization": f"Bearer {api_key}",
             "content-type": "application/json",
+            "content-length": str(len(body)),
             "accept": accept,
             "accept-encoding": "identity",  # relayed as is: never recompressed, never decompressed
             "user-agent": USER_AGENT,
@@ -278,27 +330,14 @@ class UpstreamClient:
         """POST /chat/completions; returns once the provider answered with a success status."""
         accept = "text/event-stream" if params.get("stream") else "application/json"
         body = json.dumps(params, separators=(",", ":")).encode()
-        response = self._send(
-            "POST",
-            self.base_url + "/chat/completions",
-            body,
-            self._headers(api_key, accept),
-            self._retry(self.max_retries, after_send=False),
-        )
-        return self._checked(response)
+        url = self.base_url + "/chat/completions"
+        return self._checked(self._send("POST", url, body, self._headers(api_key, accept, body), retry_sent=True))
 
     def post_json(self, path: str, api_key: str, doc: Mapping[str, Any]) -> dict[str, Any]:
         """A non-streaming JSON POST to the provider (moderation, summaries), with the same retries."""
         body = json.dumps(doc, separators=(",", ":")).encode()
-        response = self._checked(
-            self._send(
-                "POST",
-                self.base_url + path,
-                body,
-                self._headers(api_key, "application/json"),
-                self._retry(self.max_retries, after_send=False),
-            )
-        )
+        headers = self._headers(api_key, "application/json", body)
+        response = self._checked(self._send("POST", self.base_url + path, body, headers, retry_sent=True))
         try:
             data = response.read()
         finally:
@@ -317,6 +356,6 @@ class UpstreamClient:
         return any(isinstance(r, dict) and r.get("flagged") for r in result.get("results") or [])
 
     def forward(self, method: str, url: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
-        """Pass a request through as is (SW1); only connection failures are retried, nothing after sending."""
-        headers = {"accept-encoding": "identity", "user-agent": USER_AGENT, **headers}
-        return self._send(method, url, body, headers, self._retry(self.max_retries, after_send=True))
+        """Pass a request through as is (SW1): any status back, streamed; nothing is retried once sent."""
+        sent = {"accept-encoding": "identity", "user-agent": USER_AGENT, **headers, "content-length": str(len(body))}
+        return self._send(method, url, body, sent, retry_sent=False)

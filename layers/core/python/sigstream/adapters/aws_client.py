@@ -1,7 +1,7 @@
 """A small client for AWS JSON-protocol APIs (DynamoDB, Secrets Manager) over keep-alive HTTP.
 
 It exists for cold start: importing boto3/botocore and loading their service models costs more than
-the whole rest of the Stream function's init (docs/adr/0002). It does what a Lambda function needs of
+the whole rest of the Stream function's init (docs/adr/0008-aws-client.md). It does what a Lambda function needs of
 botocore: the standard credentials chain (sigstream.adapters.aws_credentials), partition endpoints and
 the SDKs' endpoint variables (sigstream.core.aws_endpoints), SigV4, and standard-mode retries: jittered
 backoff under a retry quota (a token bucket), so a failing dependency is not hammered by every request.

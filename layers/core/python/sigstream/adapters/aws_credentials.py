@@ -9,14 +9,12 @@ does (advisory refresh 15 minutes before expiry, mandatory 10 minutes before).
 from __future__ import annotations
 
 import http.client
-import ipaddress
 import json
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
@@ -76,6 +74,8 @@ def _check_full_uri(uri: str) -> None:
     if parts.scheme == "http":
         if host in ALLOWED_HTTP_HOSTS:
             return
+        import ipaddress  # only for this check (a cold-start import otherwise)
+
         try:
             if ipaddress.ip_address(host).is_loopback:
                 return
@@ -114,7 +114,8 @@ class ContainerCredentials:
     def _authorization(self) -> str | None:
         if self.token_file:  # read each time: the agent rotates the file
             try:
-                token = Path(self.token_file).read_text().strip()
+                with open(self.token_file, encoding="utf-8") as fh:
+                    token = fh.read().strip()
             except OSError as exc:
                 raise CredentialsError(f"cannot read AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE: {exc.strerror}") from exc
         else:
