@@ -12,7 +12,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from local.stack import LocalStack, StackOptions
+from local.stack import LocalStack, StackOptions, options_from_env
 from tests.conftest import ROOT
 from tests.helpers import new_subject, signed_url, table_items, upstream_control
 
@@ -79,3 +79,13 @@ def test_four_workers_stream_four_chats_at_once_and_all_complete(stack: LocalSta
         stored = [i for i in table_items(stack, str(answer["conversation_id"])) if i["sk"]["S"].startswith("MSG#")]
         assert [i["status"]["S"] for i in stored] == ["complete", "complete"]
     assert not any("threads exist when the runtime forks" in line for _, line in stack.logs.lines)
+
+
+def test_make_dev_passes_aws_lambda_max_concurrency_through(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_LAMBDA_MAX_CONCURRENCY", "4")
+    assert options_from_env(ROOT, log_stream=None).max_concurrency == 4
+    monkeypatch.setenv("AWS_LAMBDA_MAX_CONCURRENCY", "four")
+    with pytest.raises(ValueError, match="positive integer"):
+        options_from_env(ROOT, log_stream=None)
+    monkeypatch.delenv("AWS_LAMBDA_MAX_CONCURRENCY")
+    assert options_from_env(ROOT, log_stream=None).max_concurrency is None
