@@ -35,6 +35,7 @@ from sigstream.adapters.aws_credentials import (
     CredentialsError,
     credentials_from_environment,
 )
+from sigstream.adapters.tls import client_context
 from sigstream.core.aws_endpoints import partition, signing_host
 from sigstream.core.settings import ConfigError
 from sigstream.core.sigv4 import sign_headers
@@ -337,3 +338,10 @@ def test_the_retry_quota_stops_retries_when_a_dependency_keeps_failing(servers: 
     state.service_status = [200]
     client.call("GetSecretValue", {"SecretId": "x"})
     assert quota.available == RetryQuota.NO_RETRY_INCREMENT  # successes earn the quota back
+
+
+def test_every_https_connection_shares_one_tls_context() -> None:
+    env = _env(AWS_REGION="us-east-1")
+    connections = [client_from_environment(p, env)._connection() for p in (DYNAMODB, SECRETS_MANAGER)]
+    contexts = {id(conn._context) for conn in connections}  # type: ignore[attr-defined]
+    assert contexts == {id(client_context())}  # the CA bundle is loaded once per process, not per connection

@@ -13,7 +13,6 @@ import math
 import random
 import select
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -21,6 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sigstream.adapters.per_process import PerProcess
+from sigstream.adapters.tls import client_context
 from sigstream.core.errors import (
     BadRequestError,
     RateLimitedError,
@@ -98,7 +98,6 @@ class _Pool:
 
     def __init__(self) -> None:
         self.local = threading.local()
-        self.tls = ssl.create_default_context()
 
     def idle(self) -> dict[Key, tuple[http.client.HTTPConnection, float]]:
         idle: dict[Key, tuple[http.client.HTTPConnection, float]] = self.local.__dict__.setdefault("idle", {})
@@ -205,7 +204,9 @@ class UpstreamClient:
             conn.close()
         scheme, host, port = key
         if scheme == "https":
-            return http.client.HTTPSConnection(host, port, timeout=self.connect_timeout, context=pool.tls), False
+            return http.client.HTTPSConnection(
+                host, port, timeout=self.connect_timeout, context=client_context()
+            ), False
         return http.client.HTTPConnection(host, port, timeout=self.connect_timeout), False
 
     def _release(self, key: Key, conn: http.client.HTTPConnection, reusable: bool) -> None:

@@ -27,6 +27,7 @@ from sigstream.adapters.aws_credentials import (
     credentials_from_environment,
 )
 from sigstream.adapters.per_process import PerProcess
+from sigstream.adapters.tls import client_context
 from sigstream.core.aws_endpoints import configured_endpoint, default_endpoint, signing_host
 from sigstream.core.sigv4 import sign_headers
 
@@ -166,8 +167,12 @@ class AwsJsonClient:
         local = self._local.get()
         conn: http.client.HTTPConnection | None = getattr(local, "conn", None)
         if conn is None:
-            cls = http.client.HTTPSConnection if self._secure else http.client.HTTPConnection
-            conn = cls(self._hostname, self._port, timeout=self.timeout)
+            if self._secure:  # one CA bundle load per process, not one per connection
+                conn = http.client.HTTPSConnection(
+                    self._hostname, self._port, timeout=self.timeout, context=client_context()
+                )
+            else:
+                conn = http.client.HTTPConnection(self._hostname, self._port, timeout=self.timeout)
             local.conn = conn
         return conn
 

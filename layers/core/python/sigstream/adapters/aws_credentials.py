@@ -126,8 +126,15 @@ class ContainerCredentials:
 
     def _fetch_once(self) -> Credentials:
         parts = urlsplit(self.uri)
-        cls = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-        conn = cls(parts.hostname or "", parts.port, timeout=self.timeout)
+        conn: http.client.HTTPConnection
+        if parts.scheme == "https":
+            from sigstream.adapters.tls import client_context
+
+            conn = http.client.HTTPSConnection(
+                parts.hostname or "", parts.port, timeout=self.timeout, context=client_context()
+            )
+        else:
+            conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=self.timeout)
         headers = {"Accept": "application/json", "User-Agent": "sigstream"}
         authorization = self._authorization()
         if authorization:
