@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench import chunks, contenders, gateway, layer, lmi, runtime, signing
 from bench.findings import findings
-from bench.harness import ROOT
+from bench.harness import ROOT, empty_table
 from bench.report import Section, render
 from bench.stats import median
 from local.stack import LocalStack, StackOptions
@@ -112,6 +112,8 @@ def main() -> int:
         ]
         for name, step in steps:
             print(f"bench: {name}...", file=sys.stderr, flush=True)
+            empty_table(stack)
+            empty_table(counted)
             result = step()
             if isinstance(result, tuple):
                 section, series = result
@@ -136,7 +138,8 @@ def main() -> int:
             "the tutorial reference (`bench/handlers/reference_handler.py`: openai SDK, boto3, Powertools, on "
             "awslambdaric), the floor (`bench/handlers/floor_handler.py`: the same AWS calls and upstream request, "
             "stdlib only, nothing else) or, per chunk, a stdlib byte relay. All prose below is generated from the "
-            "numbers of this run. "
+            "numbers of this run. Each section starts from an empty DynamoDB table: moto copies the whole table "
+            "for every item of a transaction, so its writes slow down as the table grows, which DynamoDB's do not. "
             "Machine: "
             + machine()
             + ". This machine is shared and noisy: read medians and ratios, not single numbers.",

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from local.invocation import InvocationFailed, ResponseData, ResponseEnd
 from local.pool import FunctionPool
@@ -141,3 +142,23 @@ def keepalive_aws(stack: LocalStack) -> Subprocess:
         "print(p.endpoint, flush=True); time.sleep(86400)",
         str(stack.moto.port),
     )
+
+
+def empty_table(stack: LocalStack) -> int:
+    """Delete every item of the stack's table (each section starts from an empty one); returns how many.
+
+    moto copies a whole table for every item of a TransactWriteItems (to roll back), so its write time grows
+    with the table: without this, sections that store many turns would slow down the sections after them.
+    """
+    assert stack.moto is not None
+    ddb = stack.moto.client("dynamodb")
+    deleted = 0
+    for table in ddb.list_tables()["TableNames"]:
+        keys: list[dict[str, Any]] = []
+        for page in ddb.get_paginator("scan").paginate(TableName=table, ProjectionExpression="pk, sk"):
+            keys += page["Items"]
+        for start in range(0, len(keys), 25):
+            batch = [{"DeleteRequest": {"Key": key}} for key in keys[start : start + 25]]
+            ddb.batch_write_item(RequestItems={table: batch})
+        deleted += len(keys)
+    return deleted
