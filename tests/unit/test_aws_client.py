@@ -137,7 +137,7 @@ def _env(**extra: str) -> dict[str, str]:
         "AWS_REGION": "eu-west-1",
         "AWS_DEFAULT_REGION": "eu-west-1",
         "AWS_ACCESS_KEY_ID": "AKID",
-        "AWS_SECRET_ACCESS_KEY": "secret",
+        "AWS_SECRET_ACCESS_KEY": "secret",  # pragma: allowlist secret
         **extra,
     }
 
@@ -147,7 +147,10 @@ def _env(**extra: str) -> dict[str, str]:
     [
         {},
         {"AWS_ENDPOINT_URL": "http://127.0.0.1:4566"},
-        {"AWS_ENDPOINT_URL_SECRETS_MANAGER": "http://127.0.0.1:5001", "AWS_ENDPOINT_URL": "http://127.0.0.1:4566"},
+        {
+            "AWS_ENDPOINT_URL_SECRETS_MANAGER": "http://127.0.0.1:5001",  # pragma: allowlist secret
+            "AWS_ENDPOINT_URL": "http://127.0.0.1:4566",
+        },
         {"AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:8000"},
         {"AWS_ENDPOINT_URL": "http://127.0.0.1:4566", "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS": "true"},
     ],
@@ -223,7 +226,7 @@ class CredsHandler(BaseHTTPRequestHandler):
         state.service_seen.append({"headers": headers, "body": body})
         status = state.service_status.pop(0) if len(state.service_status) > 1 else state.service_status[0]
         if status == 200:
-            self._send(200, {"SecretString": "s3cret"})
+            self._send(200, {"SecretString": "s3cret"})  # pragma: allowlist secret
         else:
             self._send(status, {"__type": "com.amazonaws#InternalFailure", "message": "down"})
 

@@ -15,7 +15,7 @@ ENV = {
     ),
     "AWS_REGION": "us-east-1",
     "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
-    "AWS_SECRET_ACCESS_KEY": "secret",
+    "AWS_SECRET_ACCESS_KEY": "secret",  # pragma: allowlist secret
     "SIGSTREAM_TABLE": "t",
     "SIGSTREAM_SIGNING_KEYS_SECRET": "s",
     "SIGSTREAM_PROVIDER_KEY_SECRET": "p",
