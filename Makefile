@@ -49,7 +49,8 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy --strict layers/streaming-runtime/python
 	MYPYPATH=layers/core/python $(PY) -m mypy --strict -p sigstream
-	MYPYPATH=layers/core/python:functions/stream:layers/streaming-runtime/python $(PY) -m mypy --strict -p stream_app
+	MYPYPATH=layers/core/python:functions/stream:layers/streaming-runtime/python $(PY) -m mypy --strict functions/stream/stream_handler.py functions/stream/stream_app
+	MYPYPATH=layers/core/python:functions/stream:layers/streaming-runtime/python:. $(PY) -m mypy --strict --follow-imports=silent -p bench
 	$(PY) -m mypy --strict -p examples
 	MYPYPATH=layers/core/python $(PY) -m mypy --strict -p local
 	MYPYPATH=layers/core/python $(PY) -m mypy --strict functions/sign/sign_handler.py

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from local.invocation import InvocationFailed, ResponseData, ResponseEnd
 from local.pool import FunctionPool
@@ -16,14 +20,31 @@ ROOT = BENCH.parent
 CLK = os.sysconf("SC_CLK_TCK")
 
 
-def variant(stack: LocalStack, base: str, name: str, **changes: object) -> FunctionPool:
+def variant(
+    stack: LocalStack,
+    base: str,
+    name: str,
+    *,
+    env: dict[str, str] | None = None,
+    drop_env: tuple[str, ...] | list[str] = (),
+    code_dir: Path | None = None,
+    handler: str | None = None,
+    layer_dirs: tuple[Path, ...] | None = None,
+) -> FunctionPool:
     """A pool for a function derived from one of the template's (same env, layers, AWS endpoint)."""
     spec = stack.pools[base].spec
-    env = dict(spec.environment)
-    env.update(changes.pop("env", {}))  # type: ignore[arg-type]
-    for key in changes.pop("drop_env", ()):  # type: ignore[attr-defined]
-        env.pop(key, None)
-    new = dataclasses.replace(spec, logical_id=name, name=f"bench-{name}", environment=env, **changes)  # type: ignore[arg-type]
+    environment = {**spec.environment, **(env or {})}
+    for key in drop_env:
+        environment.pop(key, None)
+    new = dataclasses.replace(
+        spec,
+        logical_id=name,
+        name=f"bench-{name}",
+        environment=environment,
+        code_dir=code_dir or spec.code_dir,
+        handler=handler or spec.handler,
+        layer_dirs=spec.layer_dirs if layer_dirs is None else layer_dirs,
+    )
     return FunctionPool(new, stack.pools[base].aws_env, stack.pools[base].region, stack.logs)
 
 
@@ -70,3 +91,74 @@ def peak_rss_mb(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError("no VmHWM")
+
+
+PROBE_LAYER = BENCH / "probe"
+
+
+def probe_reports(stack: LocalStack, logical_id: str, since: int, count: int) -> list[dict[str, float]]:
+    """The `count` JSON lines the probe layer (or the relay) logged for a function from log line `since` on.
+
+    Function output reaches the stack's log through a pipe, a little after the invocation's response.
+    """
+    deadline = time.monotonic() + 30
+    while True:
+        reports = [
+            json.loads(line)
+            for function, line in stack.logs.lines[since:]
+            if function == logical_id and line.startswith('{"probe"')
+        ]
+        if len(reports) >= count or time.monotonic() > deadline:
+            assert len(reports) == count, (logical_id, len(reports), count)
+            return reports
+        time.sleep(0.01)
+
+
+class Subprocess:
+    """A helper process that prints one line (its address) when ready; its CPU is not the function's."""
+
+    def __init__(self, code: str, *args: str) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, text=True, cwd=ROOT
+        )
+        assert self.process.stdout is not None
+        self.address = self.process.stdout.readline().strip()
+
+    def stop(self) -> None:
+        """Stop it."""
+        self.process.kill()
+        self.process.wait()
+
+
+def keepalive_aws(stack: LocalStack) -> Subprocess:
+    """A keep-alive HTTP/1.1 front for moto, in its own process.
+
+    moto's server closes the connection after every response (HTTP/1.0), so each AWS call would pay a new
+    TCP connection; Lambda keeps its connections to DynamoDB and Secrets Manager open between invocations.
+    """
+    assert stack.moto is not None
+    return Subprocess(
+        "import sys, time; from local.aws_proxy import AwsProxy; p = AwsProxy(int(sys.argv[1])); "
+        "print(p.endpoint, flush=True); time.sleep(86400)",
+        str(stack.moto.port),
+    )
+
+
+def empty_table(stack: LocalStack) -> int:
+    """Delete every item of the stack's table (each section starts from an empty one); returns how many.
+
+    moto copies a whole table for every item of a TransactWriteItems (to roll back), so its write time grows
+    with the table: without this, sections that store many turns would slow down the sections after them.
+    """
+    assert stack.moto is not None
+    ddb = stack.moto.client("dynamodb")
+    deleted = 0
+    for table in ddb.list_tables()["TableNames"]:
+        keys: list[dict[str, Any]] = []
+        for page in ddb.get_paginator("scan").paginate(TableName=table, ProjectionExpression="pk, sk"):
+            keys += page["Items"]
+        for start in range(0, len(keys), 25):
+            batch = [{"DeleteRequest": {"Key": key}} for key in keys[start : start + 25]]
+            ddb.batch_write_item(RequestItems={table: batch})
+        deleted += len(keys)
+    return deleted

@@ -17,6 +17,8 @@ class Row:
     target: str = ""
     met: bool | None = None
     note: str = ""
+    key: str = ""  # names the figure for the generated findings
+    data: dict[str, float] = field(default_factory=dict)  # the numbers behind it, in seconds or counts
 
 
 @dataclass
@@ -29,7 +31,12 @@ class Section:
     extra: str = ""
 
 
-def render(sections: list[Section], header: str) -> str:
+def rows_by_key(sections: list[Section]) -> dict[str, Row]:
+    """Every keyed row."""
+    return {r.key: r for s in sections for r in s.rows if r.key}
+
+
+def render(sections: list[Section], header: str, findings: str = "") -> str:
     """docs/benchmarks.md."""
     out = [
         header,
@@ -43,6 +50,8 @@ def render(sections: list[Section], header: str) -> str:
         for r in section.rows:
             met = "" if r.met is None else ("yes" if r.met else "**no**")
             out.append(f"| {r.group} | {r.metric} | {r.value} | {r.baseline} | {r.ratio} | {r.target} | {met} |")
+    if findings:
+        out += ["", "## Findings", "", findings.strip()]
     for section in sections:
         out += ["", f"## {section.title}", "", section.method.strip()]
         notes = [f"* {r.metric}: {r.note}" for r in section.rows if r.note]

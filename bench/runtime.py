@@ -11,12 +11,13 @@ from bench.harness import BENCH, cpu_seconds, environment_pids, invoke, variant
 from bench.report import Row, Section
 from bench.stats import median, ms, p95
 from local.function_url import FunctionUrlServer
+from local.pool import FunctionPool
 from local.stack import LocalStack
 
 EVENT = json.dumps({"version": "2.0", "rawPath": "/", "requestContext": {"requestId": "bench"}}).encode()
 
 
-def _series(pool, n: int) -> tuple[list[float], float]:
+def _series(pool: FunctionPool, n: int) -> tuple[list[float], float]:
     invoke(pool, EVENT)  # cold start excluded
     pids = environment_pids(pool)
     cpu0 = cpu_seconds(pids)
@@ -93,7 +94,7 @@ def _url_overhead(stack: LocalStack, quick: bool) -> Row:
     direct, via_url = [], []
     try:
         invoke(pool, EVENT)
-        conn = http.client.HTTPConnection(parts.hostname, parts.port)
+        conn = http.client.HTTPConnection(parts.hostname or "", parts.port)
         for _ in range(n):
             start, first, _, _ = invoke(pool, EVENT)
             direct.append(first - start)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from bench.harness import ROOT
@@ -13,7 +14,7 @@ from sigstream.core.sw1 import Sw1App, verify_sw1
 from stream_app.sw1_proxy import _normalise
 
 
-def _rate(fn, seconds: float) -> float:
+def _rate(fn: Callable[[], object], seconds: float) -> float:
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         for _ in range(200):
@@ -31,7 +32,7 @@ def run(quick: bool) -> Section:
         "POST", "/v1/chat/completions", "user-42", now, now + 300, "conv_0123456789abcdef", ("gpt-4o-mini",), 512
     )
     query = sign_query(grant, "k1", key["k1"])
-    vectors = json.loads((ROOT.parent / "shared" / "fixtures" / "signway-sw1-vectors.json").read_text())["vectors"]
+    vectors = json.loads((ROOT / "tests" / "fixtures" / "recorded" / "signway-sw1-vectors.json").read_text())["vectors"]
     vector = next(v for v in vectors if v["name"] == "V5-put-headers-body-query")
     app = {vector["id"]: Sw1App(vector["id"], vector["secret"], ("*",))}
     body = vector["request"]["body"].encode()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import secrets
@@ -89,6 +90,8 @@ class StackOptions:
     aws_proxy: bool = False  # put a counting / fault-injecting proxy between functions and moto
     ports: Ports | None = None  # fixed ports (SIGSTREAM_PORT); free ones when None
     persist_file: Path | None = None  # moto's tables and key secrets saved here on stop, loaded on start
+    # Lambda Managed Instances: invocations one environment serves at once (AWS_LAMBDA_MAX_CONCURRENCY).
+    max_concurrency: int | None = None
 
 
 class FunctionLogs:
@@ -232,6 +235,9 @@ class LocalStack:
         for logical_id, spec in self.specs.items():
             with self._lock:
                 self._step()
+                if opts.max_concurrency:  # set by Lambda, not the template: every function gets it
+                    env = {**spec.environment, "AWS_LAMBDA_MAX_CONCURRENCY": str(opts.max_concurrency)}
+                    spec = dataclasses.replace(spec, environment=env)
                 pool = FunctionPool(spec, aws_env, REGION, self.logs)
                 self.pools[logical_id] = pool
                 if logical_id in ports and opts.function_urls:
@@ -340,6 +346,9 @@ def options_from_env(root: Path, log_stream: TextIO | None = sys.stdout, state_d
     if base and not (base.isdigit() and 1024 <= int(base) <= 65000):
         raise StackError(f"SIGSTREAM_PORT must be a port number from 1024 to 65000, not {base!r}")
     persist = os.environ.get("SIGSTREAM_PERSIST", "").strip().lower() in ("1", "true", "yes")
+    concurrency = os.environ.get("AWS_LAMBDA_MAX_CONCURRENCY", "").strip()
+    if concurrency and not (concurrency.isdigit() and int(concurrency) >= 1):
+        raise StackError(f"AWS_LAMBDA_MAX_CONCURRENCY must be a positive integer, not {concurrency!r}")
     return StackOptions(
         root=root,
         template=root / "template.yaml",
@@ -351,4 +360,5 @@ def options_from_env(root: Path, log_stream: TextIO | None = sys.stdout, state_d
         web_dir=root / "web",
         ports=Ports(int(base)) if base else None,
         persist_file=state / "data" / "moto-state.json" if persist else None,
+        max_concurrency=int(concurrency) if concurrency else None,
     )

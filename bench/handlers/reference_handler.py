@@ -2,6 +2,7 @@
 
 import json
 import os
+from typing import Any
 
 import boto3
 import openai
@@ -20,7 +21,7 @@ client = openai.OpenAI(api_key="placeholder", base_url=os.environ["SIGSTREAM_UPS
 @logger.inject_lambda_context
 @metrics.log_metrics
 @tracer.capture_lambda_handler
-def handler(event, context):
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global api_key, client
     if api_key is None:
         api_key = secrets.get_secret_value(SecretId=os.environ["SIGSTREAM_PROVIDER_KEY_SECRET"])["SecretString"]

@@ -7,14 +7,12 @@ import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from stream_app.adapters import upstream_client as upstream
+from sigstream_runtime import StreamingResponse
+from stream_app.app import build_app
+from stream_app.observability import flush
 
-upstream.preload()  # the SDK imports on a background thread while the first request does AWS calls
-
-from sigstream_runtime import StreamingResponse  # noqa: E402
-from stream_app.app import build_app  # noqa: E402
-from stream_app.observability import flush  # noqa: E402
-
+# No threads and no connections here: the runtime may fork workers after init (AWS_LAMBDA_MAX_CONCURRENCY),
+# so thread pools and keep-alive connections are made on first use in each worker.
 APP = build_app(os.environ, time.time)
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from sigstream.adapters.aws_client import DYNAMODB, SECRETS_MANAGER, AwsServiceError, client_from_environment
+from sigstream.adapters.aws_credentials import credentials_from_environment
 from sigstream.adapters.secret_cache import SecretCache
+from sigstream.adapters.thread_pool import ProcessThreadPool
 from sigstream.core.errors import MethodNotAllowedError, NotFoundError, ServiceUnavailableError, SigstreamError
 from sigstream.core.routes import match_route
 from sigstream.core.settings import ConfigError, StreamSettings, parse_sw1_apps
@@ -15,7 +16,7 @@ from sigstream.core.signed_url import verify_query
 from sigstream.core.sw1 import is_sw1_query
 from stream_app import conversations, observability
 from stream_app.adapters.history_store import HistoryStore
-from stream_app.adapters.upstream_client import Upstream
+from stream_app.adapters.upstream_client import UpstreamClient
 from stream_app.chat_turn import ChatDeps, chat_turn
 from stream_app.http_io import HttpResult, Request, error_result, parse_event
 from stream_app.observability import logger
@@ -30,7 +31,7 @@ class StreamApp:
         settings: StreamSettings,
         secrets: SecretCache,
         store: HistoryStore,
-        upstream: Upstream,
+        upstream: UpstreamClient,
         clock: Callable[[], float],
     ) -> None:
         self.settings = settings
@@ -38,7 +39,7 @@ class StreamApp:
         self.store = store
         self.upstream = upstream
         self.clock = clock
-        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="aws")
+        self.pool = ProcessThreadPool(max_workers=4, thread_name_prefix="aws")  # threads start per worker
         self.chat = ChatDeps(
             settings, store, upstream, lambda: secrets.get(settings.provider_key_secret).strip(), clock, self.pool
         )
@@ -136,7 +137,7 @@ class StreamApp:
             max_body=self.settings.max_body_bytes,
             timeout=self.settings.upstream_timeout_seconds,
             connect_timeout=self.settings.upstream_connect_timeout_seconds,
-            http_client=self.upstream.http_client,
+            upstream=self.upstream,
         )
 
 
@@ -144,16 +145,17 @@ def build_app(env: Mapping[str, str], clock: Callable[[], float]) -> StreamApp:
     """Wire settings and adapters from the environment (no network calls); bad settings stop the start."""
     try:
         settings = StreamSettings.from_env(env)
+        credentials = credentials_from_environment(env)  # one provider: one container-endpoint fetch, not two
     except ConfigError as exc:
         logger.error("configuration error: the Stream function cannot start", extra={"cause": str(exc)})
         raise
-    secrets_client = client_from_environment(SECRETS_MANAGER, env)
-    dynamo_client = client_from_environment(DYNAMODB, env)
-    upstream = Upstream(
+    secrets_client = client_from_environment(SECRETS_MANAGER, env, credentials)
+    dynamo_client = client_from_environment(DYNAMODB, env, credentials)
+    upstream = UpstreamClient(
         settings.upstream_base_url,
-        settings.upstream_timeout_seconds,
-        settings.upstream_connect_timeout_seconds,
-        settings.upstream_max_retries,
+        timeout=settings.upstream_timeout_seconds,
+        connect_timeout=settings.upstream_connect_timeout_seconds,
+        max_retries=settings.upstream_max_retries,
     )
     return StreamApp(
         settings,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Generator, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,12 +19,13 @@ from stream_app.adapters.history_store import (
     clean_usage,
     subject_limit_key,
 )
-from stream_app.adapters.upstream_client import Upstream, iter_raw, map_error
+from stream_app.adapters.upstream_client import UpstreamClient, UpstreamResponse
+from stream_app.chat import fast_json
 from stream_app.chat.messages import Message, assistant_reply
 from stream_app.chat.policy import ChatPolicy
 from stream_app.chat.reply import Reply
 from stream_app.chat.request import ChatRequest, parse_chat_request
-from stream_app.chat.sse import DONE, SseEvent, SseParser, error_event
+from stream_app.chat.sse import DONE, SseParser, error_event, event_data
 from stream_app.chat.window import select_window
 from stream_app.http_io import SSE_HEADERS, HttpResult, Request, json_result
 from stream_app.observability import describe_cause, logger, note, record
@@ -36,10 +37,10 @@ class ChatDeps:
 
     settings: StreamSettings
     store: HistoryStore
-    upstream: Upstream
+    upstream: UpstreamClient
     provider_key: Callable[[], str]
     clock: Callable[[], float]
-    pool: ThreadPoolExecutor
+    pool: Executor
     policy: ChatPolicy = field(init=False)
 
     def __post_init__(self) -> None:
@@ -134,14 +135,11 @@ def chat_turn(request: Request, grant: Grant, deps: ChatDeps) -> HttpResult:
             _moderate(deps, key, chat)
         params = {**chat.params, "messages": [m.to_openai() for m in (*window, *chat.messages)]}
         started = deps.clock()
-        try:
-            response = deps.upstream.open_chat(key, params)  # the SDK retries 429/5xx here
-        except Exception as exc:
-            raise map_error(exc) from exc
+        response = deps.upstream.open_chat(key, params)  # retries 429/5xx and refused connections here
         turn = _Turn(deps, chat, conversation, started, response, budget)
         if not chat.stream:
             return turn.whole(response)
-        chunks = iter_raw(response)
+        chunks = response.chunks()
         first = turn.first_events(chunks)  # errors before the first byte still get a proper status
     except Exception as error:
         budget.fail(error if isinstance(error, SigstreamError) else SigstreamError())
@@ -162,6 +160,10 @@ def _moderate(deps: ChatDeps, key: str, chat: ChatRequest) -> None:
         raise BadRequestError("the message was flagged by moderation", param="messages")
 
 
+def _as_error(exc: Exception) -> SigstreamError:
+    return exc if isinstance(exc, SigstreamError) else UpstreamError("the provider sent an unreadable stream")
+
+
 class _Turn:
     """Streams one reply and stores it exactly once, complete or not."""
 
@@ -171,7 +173,7 @@ class _Turn:
         chat: ChatRequest,
         conversation: Conversation | None,
         started: float,
-        response: Any,
+        response: UpstreamResponse,
         budget: _Budget,
     ) -> None:
         self.deps = deps
@@ -185,41 +187,51 @@ class _Turn:
         self.first_token_at: float | None = None
         self.saw_done = False
 
-    def whole(self, response: Any) -> HttpResult:
+    def whole(self, response: UpstreamResponse) -> HttpResult:
         try:
-            body = response.read()
-            doc = json.loads(body)
-            self.reply.add_completion(doc)
-        except Exception as exc:
-            raise map_error(exc) from exc
+            doc = json.loads(response.read())
+        except ValueError as exc:
+            raise UpstreamError("the provider sent a malformed answer") from exc
         finally:
             self.response.close()
+        if not isinstance(doc, dict):
+            raise UpstreamError("the provider sent a malformed answer")
+        self.reply.add_completion(doc)
         self._store("complete")
         return json_result(200, doc)
 
-    def _accept(self, event: SseEvent) -> bytes | None:
-        """Record an event; return the bytes to forward (None drops it; [DONE] is sent after storing)."""
-        if event.data.strip() == "[DONE]":
-            self.saw_done = True
-            return None
+    def _accept(self, raw: bytes) -> bool:
+        """Record one event; whether to forward it as is ([DONE] is sent after storing)."""
+        data = event_data(raw)
+        if data is None:
+            return False  # comments, keep-alives
         try:
-            chunk = json.loads(event.data)
-        except ValueError:
-            record("MalformedUpstreamEvents", 1)
-            return None  # a client SDK would choke on it
-        if not isinstance(chunk, dict):
-            return None
+            chunk = fast_json.loads(data)
+        except (ValueError, RecursionError):
+            if data.strip() == "[DONE]":
+                self.saw_done = True
+            else:
+                record("MalformedUpstreamEvents", 1)
+            return False  # a client SDK would choke on it
+        if chunk.__class__ is not dict:
+            return False
         self.reply.add_chunk(chunk)
         if self.first_token_at is None:
             self.first_token_at = self.deps.clock()
         if not self.chat.usage_requested and not chunk.get("choices") and chunk.get("usage"):
-            return None  # usage was forced for our records; this client did not ask for it
-        return event.raw
+            return False  # usage was forced for our records; this client did not ask for it
+        return True
 
-    def _events(self, data: bytes) -> list[bytes]:
-        return [b for b in (self._accept(e) for e in self.parser.feed(data)) if b]
+    def _events(self, data: bytes) -> bytes:
+        """The bytes to forward for one read: the read itself when it is whole events that all go through."""
+        had_partial = self.parser.pending
+        events = self.parser.feed(data)
+        kept = [raw for raw in events if self._accept(raw)]
+        if not had_partial and len(kept) == len(events) and sum(map(len, kept)) == len(data):
+            return data  # the common case: relayed without copying
+        return b"".join(kept)
 
-    def first_events(self, chunks: Iterator[bytes]) -> list[bytes]:
+    def first_events(self, chunks: Iterator[bytes]) -> bytes:
         """Read until the first forwardable event (or fail with a status)."""
         try:
             for data in chunks:
@@ -228,11 +240,11 @@ class _Turn:
                     return out
         except Exception as exc:
             self.response.close()
-            raise map_error(exc) from exc
+            raise _as_error(exc) from exc
         self.response.close()
         raise UpstreamError("the provider closed the stream without an answer")
 
-    def stream(self, first: list[bytes], chunks: Iterator[bytes]) -> Iterator[bytes]:
+    def stream(self, first: bytes, chunks: Iterator[bytes]) -> Iterator[bytes]:
         """The client's SSE body; [DONE] goes out only once the turn is stored.
 
         So a client that saw [DONE] can read the turn back at once, and a client that goes away
@@ -248,27 +260,34 @@ class _Turn:
             if not finished:  # GeneratorExit: the Runtime API connection broke mid-stream
                 self._finish("incomplete")
 
-    def _relay(self, first: list[bytes], chunks: Iterator[bytes]) -> Generator[bytes, None, str]:
-        yield b"".join(first)
+    def _relay(self, first: bytes, chunks: Iterator[bytes]) -> Generator[bytes, None, str]:
+        yield first
         window = self.deps.settings.coalesce_ms / 1000
-        pending: list[bytes] = []
-        last_flush = self.deps.clock()
+        pending: list[bytes] = []  # read but not yet written (coalescing, or the stream's end)
         try:
-            for data in chunks:
-                pending += self._events(data)
-                if pending and (not window or self.deps.clock() - last_flush >= window):
-                    yield b"".join(pending)
-                    pending, last_flush = [], self.deps.clock()
-            pending += [b for b in (self._accept(e) for e in self.parser.flush()) if b]
+            if window:
+                last_flush = self.deps.clock()
+                for data in chunks:
+                    pending.append(self._events(data))
+                    if self.deps.clock() - last_flush >= window and any(pending):
+                        yield b"".join(pending)
+                        pending, last_flush = [], self.deps.clock()
+            else:
+                events = self._events
+                for data in chunks:
+                    out = events(data)
+                    if out:
+                        yield out
+            pending += [raw for raw in self.parser.flush() if self._accept(raw)]
         except Exception as exc:
-            error = map_error(exc)
+            error = _as_error(exc)
             record("StreamErrors", 1, kind=error.code)
             logger.warning("upstream failed mid-stream", extra={"kind": error.code, "cause": describe_cause(exc)})
             yield b"".join([*pending, error_event(error.code, error.message)])
             return "incomplete"
         if not self.saw_done:
             pending.append(error_event("upstream_error", "the provider ended the stream early"))
-        if pending:
+        if any(pending):
             yield b"".join(pending)
         return "complete" if self.saw_done else "incomplete"
 

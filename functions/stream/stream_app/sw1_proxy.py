@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping
 
-from sigstream.core.errors import UpstreamError
+from sigstream.core.errors import SigstreamError, UpstreamError
 from sigstream.core.sw1 import Sw1App, verify_sw1
 from stream_app.adapters.history_store import HistoryStore, sw1_app_limit_key, sw1_url_limit_key
-from stream_app.adapters.upstream_client import map_error
+from stream_app.adapters.upstream_client import UpstreamClient
 from stream_app.chat.request import police_unsigned_body
 from stream_app.http_io import HttpResult, Request
 
@@ -40,7 +39,7 @@ def sw1_proxy(
     max_body: int,
     timeout: float,
     connect_timeout: float,
-    http_client: Callable[[], Any],
+    upstream: UpstreamClient,
 ) -> HttpResult:
     """Verify, rate-limit, police an unsigned body, then stream the upstream response back as it arrives."""
     grant, _ = verify_sw1(
@@ -64,21 +63,15 @@ def sw1_proxy(
         forwarded = police_unsigned_body(forwarded, content_type, app.models, app.max_tokens, app.parameters)
     headers = {k: v for k, v in request.headers.items() if k in FORWARDED}
     headers.update({k.lower(): v for k, v in grant.app.headers.items()})  # app headers win, as in Signway
-    client = http_client()
-    try:
-        upstream = client.send(
-            client.build_request(request.method, grant.proxy_url, content=forwarded, headers=headers), stream=True
-        )
-    except Exception as exc:
-        raise map_error(exc) from exc
-    kept = {k: v for k, v in upstream.headers.items() if k.lower() in RETURNED}
+    response = upstream.forward(request.method, grant.proxy_url, forwarded, headers)  # streamed, not retried
+    kept = {k: v for k, v in response.headers.items() if k.lower() in RETURNED}
 
     def body() -> Iterator[bytes]:
         try:
-            yield from upstream.iter_raw()
-        except Exception as exc:  # cut stream: nothing to add in a raw pass-through; the client sees the cut
+            yield from response.chunks()
+        except SigstreamError as exc:  # cut stream: nothing to add in a raw pass-through; the client sees the cut
             raise UpstreamError("the upstream stream failed") from exc
         finally:
-            upstream.close()
+            response.close()
 
-    return HttpResult(upstream.status_code, kept, body())
+    return HttpResult(response.status, kept, body())

@@ -1,11 +1,26 @@
-"""The provider, through the openai SDK: retries and timeouts before the first byte, raw SSE after."""
+"""The provider over http.client: keep-alive connections, retries before the first byte only, raw bytes after.
+
+No SDK and no third-party HTTP library: the Stream function forwards a body it has already validated and
+relays the provider's bytes. Measured against urllib3, the standard library costs nothing to import (urllib3:
+~27 ms), about half the CPU per request and less per streamed chunk (docs/adr/0007-upstream-client.md).
+"""
 
 from __future__ import annotations
 
+import http.client
+import json
+import math
+import random
+import select
+import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
+from sigstream.adapters.per_process import PerProcess
+from sigstream.adapters.tls import client_context
 from sigstream.core.errors import (
     BadRequestError,
     RateLimitedError,
@@ -14,102 +29,334 @@ from sigstream.core.errors import (
     UpstreamTimeoutError,
 )
 
-_import_done = threading.Event()
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+RETRY_AFTER_STATUSES = frozenset({429, 503})
+# Waiting for the provider is billed Lambda time, and the caller's own SDK retries a 429 we return:
+# the gateway absorbs only short waits and passes longer Retry-After values through.
+RETRY_WAIT_BUDGET_SECONDS = 2.0
+BACKOFF_BASE_SECONDS = 0.25
+BACKOFF_MAX_SECONDS = 1.0
+# Providers and NAT gateways drop idle connections silently; one idle longer than this is not reused.
+IDLE_SECONDS = 50.0
+READ_SIZE = 65536
+USER_AGENT = "sigstream/0.1"
+# A reused connection that the provider had already closed fails like this before any byte comes back.
+_STALE = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, http.client.BadStatusLine)
+
+Key = tuple[str, str, int]
 
 
-def preload() -> None:
-    """Import the SDK on a background thread at init, overlapping it with AWS calls."""
+class _AttemptFailedError(Exception):
+    """An attempt failed before any response byte; `error` is what to report if it is not retried."""
 
-    def run() -> None:
-        try:
-            import openai  # noqa: F401
-        finally:
-            _import_done.set()
-
-    threading.Thread(target=run, name="preload-openai", daemon=True).start()
+    def __init__(self, error: SigstreamError, *, sent: bool, reused: bool = False) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.sent = sent  # the request went out (on a connection that then failed)
+        self.reused = reused  # on a kept-alive connection (the provider may have closed it while idle)
 
 
-def map_error(exc: BaseException) -> SigstreamError:
-    """SDK/transport failures -> our errors (never echoing the provider key)."""
-    import httpx2  # the SDK's transport; raw stream reads raise its errors
-    import openai
+def retry_after_seconds(value: str | None) -> float | None:
+    """Retry-After as seconds (delta-seconds or an HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        from email.utils import parsedate_to_datetime  # loaded by http.client already
 
-    if isinstance(exc, openai.RateLimitError):
-        retry = exc.response.headers.get("retry-after", "1")
-        return RateLimitedError(
-            "the provider is rate limiting requests", retry_after=int(retry) if retry.isdigit() else 1
-        )
-    if isinstance(exc, (openai.AuthenticationError, openai.PermissionDeniedError)):
+        return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
+    except (TypeError, ValueError):
+        return None
+
+
+def status_error(status: int, headers: Mapping[str, str], body: bytes) -> SigstreamError:
+    # `headers` has lower-case names.
+    """A provider's refusal as our OpenAI-shaped error (the provider's Retry-After passed through)."""
+    if status == 429:
+        wait = retry_after_seconds(headers.get("retry-after"))
+        return RateLimitedError("the provider is rate limiting requests", retry_after=math.ceil(wait or 1))
+    if status in (401, 403):
         return UpstreamError("the provider refused the gateway's credentials")
-    if isinstance(exc, openai.APIStatusError) and exc.status_code < 500:
-        message = exc.message if isinstance(exc.message, str) else "the provider rejected the request"
+    if 400 <= status < 500:
+        message = "the provider rejected the request"
+        try:
+            detail = json.loads(body).get("error", {}).get("message")
+            if isinstance(detail, str) and detail:
+                message = detail
+        except (ValueError, AttributeError):
+            pass
         return BadRequestError(f"provider: {message[:300]}", param=None)
-    if isinstance(exc, (openai.APITimeoutError, httpx2.TimeoutException)):
+    if status == 504:
         return UpstreamTimeoutError("the provider did not answer in time")
     return UpstreamError("the provider is unavailable")
 
 
-class Upstream:
-    """One OpenAI client per provider key (keys rotate through the secret cache), on a stdlib transport."""
+class _Pool:
+    """Idle keep-alive connections of one process: one per thread and host."""
 
-    def __init__(self, base_url: str, timeout: float, connect_timeout: float, max_retries: int) -> None:
-        self.base_url = base_url
-        self.timeout = timeout
+    def __init__(self) -> None:
+        self.local = threading.local()
+
+    def idle(self) -> dict[Key, tuple[http.client.HTTPConnection, float]]:
+        idle: dict[Key, tuple[http.client.HTTPConnection, float]] = self.local.__dict__.setdefault("idle", {})
+        return idle
+
+
+def _dropped(conn: http.client.HTTPConnection) -> bool:
+    """An idle connection with something to read has been closed (or broken) by the other side."""
+    sock = conn.sock
+    if sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+class UpstreamResponse:
+    """A provider response whose body is read as it arrives; transport errors come out as our errors."""
+
+    def __init__(
+        self,
+        response: http.client.HTTPResponse,
+        release: Callable[[bool], None],
+    ) -> None:
+        self._response = response
+        self._release = release
+        self._released = False
+        self.status = response.status
+        self.headers = {name.lower(): value for name, value in response.getheaders()}
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body's bytes, unchanged, in the pieces the socket delivers."""
+        read1 = self._response.read1
+        try:
+            while data := read1(READ_SIZE):
+                yield data
+        except TimeoutError as exc:
+            self.close()
+            raise UpstreamTimeoutError("the provider stopped sending in time") from exc
+        except (http.client.HTTPException, OSError) as exc:
+            self.close()
+            raise UpstreamError("the provider's stream broke off") from exc
+
+    def read(self, limit: int | None = None) -> bytes:
+        """The whole body (or its first `limit` bytes)."""
+        try:
+            return self._response.read(limit)
+        except TimeoutError as exc:
+            self.close()
+            raise UpstreamTimeoutError("the provider did not answer in time") from exc
+        except (http.client.HTTPException, OSError) as exc:
+            self.close()
+            raise UpstreamError("the provider's answer broke off") from exc
+
+    def close(self) -> None:
+        """Done with it: a fully read connection is kept for the next request, any other one is closed."""
+        if not self._released:
+            self._released = True
+            response = self._response
+            # read1 leaves a Content-Length body open once it is all read (read() would have closed it).
+            complete = response.isclosed() or response.length == 0
+            response.close()  # the response only: the socket stays with the connection
+            self._release(complete and not response.will_close)
+
+
+class UpstreamClient:
+    """Requests to an OpenAI-compatible provider over keep-alive connections made per process and thread."""
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout: float,
+        connect_timeout: float,
+        max_retries: int,
+        retry_wait_budget: float = RETRY_WAIT_BUDGET_SECONDS,
+        idle_seconds: float = IDLE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout  # every wait on the socket: for the headers and between streamed chunks
         self.connect_timeout = connect_timeout
         self.max_retries = max_retries
-        self._clients: dict[str, Any] = {}
-        self._http: Any = None
-        self._lock = threading.Lock()
+        self.retry_wait_budget = retry_wait_budget
+        self.idle_seconds = idle_seconds
+        self._clock = clock
+        self._sleep = sleep
+        self._pools = PerProcess(_Pool)  # a forked worker never shares its parent's sockets
+        self.requests = 0  # attempts sent (benchmarks, tests)
 
-    def http_client(self) -> Any:
-        """The SDK's HTTP client (also used by SW1 pass-through), created once."""
-        with self._lock:
-            if self._http is None:
-                import openai
+    # --- connections -------------------------------------------------------------------------------------
 
-                from stream_app.adapters.stdlib_transport import StdlibTransport
+    def _checkout(self, key: Key) -> tuple[http.client.HTTPConnection, bool]:
+        """An idle connection still worth using, or a new (unconnected) one; and whether it is reused."""
+        pool = self._pools.get()
+        idle = pool.idle().pop(key, None)
+        if idle is not None:
+            conn, since = idle
+            if self._clock() - since <= self.idle_seconds and not _dropped(conn):
+                return conn, True
+            conn.close()
+        scheme, host, port = key
+        if scheme == "https":
+            return http.client.HTTPSConnection(
+                host, port, timeout=self.connect_timeout, context=client_context()
+            ), False
+        return http.client.HTTPConnection(host, port, timeout=self.connect_timeout), False
 
-                self._http = openai.DefaultHttpxClient(
-                    transport=StdlibTransport(),
-                    # The read timeout is the idle timeout between streamed chunks.
-                    timeout=openai.Timeout(self.timeout, connect=self.connect_timeout),
-                    follow_redirects=False,
-                )
-            return self._http
+    def _release(self, key: Key, conn: http.client.HTTPConnection, reusable: bool) -> None:
+        if not reusable:
+            conn.close()  # unread body, or the provider is closing it: never reuse
+            return
+        old = self._pools.get().idle().get(key)
+        if old is not None:
+            old[0].close()
+        self._pools.get().idle()[key] = (conn, self._clock())
 
-    def client(self, api_key: str) -> Any:
-        """The SDK client for this key (created once)."""
-        http_client = self.http_client()
-        with self._lock:
-            if api_key not in self._clients:
-                import openai
+    def _connect(self, conn: http.client.HTTPConnection) -> None:
+        try:
+            conn.connect()
+        except TimeoutError as exc:
+            conn.close()
+            raise _AttemptFailedError(UpstreamTimeoutError("the provider did not answer in time"), sent=False) from exc
+        except OSError as exc:
+            conn.close()
+            raise _AttemptFailedError(UpstreamError("the provider is unreachable"), sent=False) from exc
+        if conn.sock is not None:
+            conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # each request leaves at once
 
-                self._clients = {
-                    api_key: openai.OpenAI(
-                        api_key=api_key, base_url=self.base_url, max_retries=self.max_retries, http_client=http_client
-                    )
-                }
-            return self._clients[api_key]
+    # --- one attempt -------------------------------------------------------------------------------------
 
-    def open_chat(self, api_key: str, params: dict[str, Any]) -> Any:
-        """POST /chat/completions; returns the raw streaming response once its status is a success.
+    def _attempt(self, method: str, key: Key, target: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
+        conn, reused = self._checkout(key)
+        if conn.sock is None:
+            self._connect(conn)
+        if conn.sock is not None:
+            conn.sock.settimeout(self.timeout)
+        self.requests += 1
+        try:
+            conn.putrequest(method, target, skip_accept_encoding=True)
+            for name, value in headers.items():
+                conn.putheader(name, value)
+            conn.endheaders(body)
+            response = conn.getresponse()
+        except TimeoutError as exc:
+            conn.close()
+            # The request was sent: the provider may be generating (and billing) an answer. Not retried.
+            raise UpstreamTimeoutError("the provider did not answer in time") from exc
+        except _STALE as exc:
+            conn.close()
+            raise _AttemptFailedError(
+                UpstreamError("the provider closed the connection"), sent=True, reused=reused
+            ) from exc
+        except (http.client.HTTPException, OSError) as exc:
+            conn.close()
+            raise UpstreamError("the provider is unavailable") from exc
+        return UpstreamResponse(response, lambda reusable: self._release(key, conn, reusable))
 
-        The body goes as JSON unchanged (no SDK model transform: it costs a millisecond per request and
-        would drop provider-specific fields). The SDK still retries 429/5xx with backoff before this returns.
+    def _backoff(self, attempt: int) -> float:
+        return random.uniform(0, min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt))  # noqa: S311
+
+    def _send(
+        self, method: str, url: str, body: bytes, headers: Mapping[str, str], *, retry_sent: bool
+    ) -> UpstreamResponse:
+        """Send with retries: refused connections always; 429/5xx and dropped keep-alives when `retry_sent`.
+
+        Every wait (backoff or the provider's Retry-After) must fit in what is left of the budget; a
+        response that would need a longer wait is returned as it is, so its Retry-After reaches the client.
         """
-        import httpx2
+        parts = urlsplit(url)
+        scheme = parts.scheme or "http"
+        key: Key = (scheme, parts.hostname or "", parts.port or (443 if scheme == "https" else 80))
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        deadline = self._clock() + self.retry_wait_budget
+        attempt = 0
+        stale_retried = False
+        while True:
+            try:
+                response = self._attempt(method, key, target, body, headers)
+            except _AttemptFailedError as failed:
+                if failed.sent and not retry_sent:
+                    raise failed.error from failed
+                if failed.reused and not stale_retried:
+                    stale_retried = True  # the keep-alive race: once, at once, on a fresh connection
+                    continue
+                wait = self._backoff(attempt)
+                if attempt >= self.max_retries or self._clock() + wait > deadline:
+                    raise failed.error from failed
+            else:
+                if not (retry_sent and response.status in RETRY_STATUSES) or attempt >= self.max_retries:
+                    return response
+                asked = retry_after_seconds(response.headers.get("retry-after"))
+                wait = (
+                    asked if asked is not None and response.status in RETRY_AFTER_STATUSES else self._backoff(attempt)
+                )
+                if self._clock() + wait > deadline:
+                    return response  # too long to wait here: the caller passes the Retry-After on
+                response.read(65536)
+                response.close()
+            attempt += 1
+            if wait > 0:
+                self._sleep(wait)
 
-        client = self.client(api_key)
-        return client.post("/chat/completions", cast_to=httpx2.Response, body=params, stream=True)
+    # --- requests ----------------------------------------------------------------------------------------
+
+    def _headers(self, api_key: str, accept: str, body: bytes) -> dict[str, str]:
+        return {
+            "authorization": f"Bearer {api_key}",
+            "content-type": "application/json",
+            "content-length": str(len(body)),
+            "accept": accept,
+            "accept-encoding": "identity",  # relayed as is: never recompressed, never decompressed
+            "user-agent": USER_AGENT,
+        }
+
+    def _checked(self, response: UpstreamResponse) -> UpstreamResponse:
+        if 200 <= response.status < 300:
+            return response
+        try:
+            body = response.read(65536)  # an error body is short; a hostile one is not read in full
+        except SigstreamError:
+            body = b""
+        finally:
+            response.close()
+        raise status_error(response.status, response.headers, body)
+
+    def open_chat(self, api_key: str, params: Mapping[str, Any]) -> UpstreamResponse:
+        """POST /chat/completions; returns once the provider answered with a success status."""
+        accept = "text/event-stream" if params.get("stream") else "application/json"
+        body = json.dumps(params, separators=(",", ":")).encode()
+        url = self.base_url + "/chat/completions"
+        return self._checked(self._send("POST", url, body, self._headers(api_key, accept, body), retry_sent=True))
+
+    def post_json(self, path: str, api_key: str, doc: Mapping[str, Any]) -> dict[str, Any]:
+        """A non-streaming JSON POST to the provider (moderation, summaries), with the same retries."""
+        body = json.dumps(doc, separators=(",", ":")).encode()
+        headers = self._headers(api_key, "application/json", body)
+        response = self._checked(self._send("POST", self.base_url + path, body, headers, retry_sent=True))
+        try:
+            data = response.read()
+        finally:
+            response.close()
+        try:
+            result = json.loads(data)
+        except ValueError as exc:
+            raise UpstreamError("the provider sent a malformed answer") from exc
+        if not isinstance(result, dict):
+            raise UpstreamError("the provider sent a malformed answer")
+        return result
 
     def moderate(self, api_key: str, text: str) -> bool:
         """Whether the provider's moderation endpoint flags the text."""
-        result = self.client(api_key).moderations.create(input=text)
-        return any(r.flagged for r in result.results)
+        result = self.post_json("/moderations", api_key, {"input": text})
+        return any(isinstance(r, dict) and r.get("flagged") for r in result.get("results") or [])
 
-
-def iter_raw(response: Any) -> Iterator[bytes]:
-    """The raw body bytes of an entered streaming response, as they arrive."""
-    # Identity-encoded (see stdlib_transport), so the transport's own stream is the body: reading it
-    # directly skips httpx2's per-chunk bookkeeping, the largest cost per streamed token after parsing.
-    yield from response.stream
+    def forward(self, method: str, url: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
+        """Pass a request through as is (SW1): any status back, streamed; nothing is retried once sent."""
+        sent = {"accept-encoding": "identity", "user-agent": USER_AGENT, **headers, "content-length": str(len(body))}
+        return self._send(method, url, body, sent, retry_sent=False)

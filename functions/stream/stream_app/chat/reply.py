@@ -10,7 +10,7 @@ from typing import Any
 class Reply:
     """The assistant's reply so far (choice 0), with tool calls, finish reason and usage."""
 
-    content: str = ""
+    parts: list[str] = field(default_factory=list)  # content pieces: joined once, not copied per chunk
     refusal: str = ""
     tool_calls: dict[int, dict[str, Any]] = field(default_factory=dict)
     finish_reason: str | None = None
@@ -18,29 +18,46 @@ class Reply:
     model: str | None = None
     chunks: int = 0
 
+    @property
+    def content(self) -> str:
+        """The content so far."""
+        if len(self.parts) > 1:
+            self.parts[:] = ["".join(self.parts)]
+        return self.parts[0] if self.parts else ""
+
     def add_chunk(self, chunk: dict[str, Any]) -> None:
-        """Merge one chunk's delta."""
+        """Merge one chunk's delta (tool calls and refusals are looked at only when the delta has them)."""
         self.chunks += 1
-        self.model = chunk.get("model") or self.model
-        if chunk.get("usage"):
-            self.usage = chunk["usage"]
-        for choice in chunk.get("choices") or []:
+        model = chunk.get("model")
+        if model:
+            self.model = model
+        usage = chunk.get("usage")
+        if usage:
+            self.usage = usage
+        for choice in chunk.get("choices") or ():
             if choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
-            self.content += delta.get("content") or ""
-            self.refusal += delta.get("refusal") or ""
-            for call in delta.get("tool_calls") or []:
-                slot = self.tool_calls.setdefault(
-                    int(call.get("index", 0)), {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
-                )
-                slot["id"] = call.get("id") or slot["id"]
-                slot["type"] = call.get("type") or slot["type"]
-                function = call.get("function") or {}
-                slot["function"]["name"] += function.get("name") or ""
-                slot["function"]["arguments"] += function.get("arguments") or ""
-            if choice.get("finish_reason"):
-                self.finish_reason = choice["finish_reason"]
+            content = delta.get("content")
+            if content and isinstance(content, str):
+                self.parts.append(content)
+            if len(delta) > 1 or content is None:
+                self._add_other(delta)
+            finish = choice.get("finish_reason")
+            if finish:
+                self.finish_reason = finish
+
+    def _add_other(self, delta: dict[str, Any]) -> None:
+        self.refusal += delta.get("refusal") or ""
+        for call in delta.get("tool_calls") or []:
+            slot = self.tool_calls.setdefault(
+                int(call.get("index", 0)), {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+            )
+            slot["id"] = call.get("id") or slot["id"]
+            slot["type"] = call.get("type") or slot["type"]
+            function = call.get("function") or {}
+            slot["function"]["name"] += function.get("name") or ""
+            slot["function"]["arguments"] += function.get("arguments") or ""
 
     def add_completion(self, completion: dict[str, Any]) -> None:
         """Take a whole (non-streamed) chat.completion."""
@@ -48,7 +65,8 @@ class Reply:
         self.usage = completion.get("usage")
         choices = completion.get("choices") or [{}]
         message = choices[0].get("message") or {}
-        self.content = message.get("content") or ""
+        content = message.get("content")
+        self.parts = [content] if isinstance(content, str) and content else []
         self.refusal = message.get("refusal") or ""
         self.tool_calls = dict(enumerate(message.get("tool_calls") or []))
         self.finish_reason = choices[0].get("finish_reason")

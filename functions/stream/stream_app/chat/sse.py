@@ -3,54 +3,55 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 DONE = b"data: [DONE]\n\n"
 
 
-@dataclass(frozen=True)
-class SseEvent:
-    """One event: its `data` text and the exact bytes it arrived as."""
-
-    data: str
-    raw: bytes
-
-
 class SseParser:
-    """Feed bytes as they arrive; get complete events back (LF or CRLF line endings)."""
+    """Feed bytes as they arrive; get back the raw bytes of each completed event (LF, CRLF or CR line ends)."""
 
     def __init__(self, max_event_bytes: int = 1 << 20) -> None:
         self._buffer = b""
         self._max = max_event_bytes
 
-    def feed(self, data: bytes) -> Iterator[SseEvent]:
-        """Events completed by this data."""
-        self._buffer += data
-        while True:
-            end, sep_len = _event_end(self._buffer)
-            if end < 0:
-                if len(self._buffer) > self._max:
-                    self._buffer = b""  # a runaway event is dropped, not buffered without bound
-                return
-            raw, self._buffer = self._buffer[: end + sep_len], self._buffer[end + sep_len :]
-            event = _parse_event(raw)
-            if event is not None:
-                yield event
+    @property
+    def pending(self) -> bool:
+        """Whether bytes of an unfinished event are buffered."""
+        return bool(self._buffer)
 
-    def flush(self) -> Iterator[SseEvent]:
+    def feed(self, data: bytes) -> list[bytes]:
+        """Events completed by this data, each exactly as it arrived (separator included)."""
+        buffer = self._buffer + data if self._buffer else data
+        if b"\r" in buffer:
+            return self._feed_any(buffer)
+        # The common case: LF-only streams, usually whole events per read.
+        parts = buffer.split(b"\n\n")
+        rest = parts.pop()
+        self._keep(rest)
+        return [part + b"\n\n" for part in parts]
+
+    def _feed_any(self, buffer: bytes) -> list[bytes]:
+        events: list[bytes] = []
+        while True:
+            end, sep_len = _event_end(buffer)
+            if end < 0:
+                self._keep(buffer)
+                return events
+            events.append(buffer[: end + sep_len])
+            buffer = buffer[end + sep_len :]
+
+    def _keep(self, rest: bytes) -> None:
+        # A runaway event is dropped, not buffered without bound.
+        self._buffer = rest if len(rest) <= self._max else b""
+
+    def flush(self) -> list[bytes]:
         """A last event not followed by a blank line (a cut stream)."""
         raw, self._buffer = self._buffer, b""
-        if raw.strip():
-            event = _parse_event(raw)
-            if event is not None:
-                yield event
+        return [raw] if raw.strip() else []
 
 
 def _event_end(buffer: bytes) -> tuple[int, int]:
-    if b"\r" not in buffer:  # the common case: LF-only streams
-        return buffer.find(b"\n\n"), 2
     best, length = -1, 0
     for sep in (b"\n\n", b"\r\n\r\n", b"\r\r"):
         index = buffer.find(sep)
@@ -59,12 +60,13 @@ def _event_end(buffer: bytes) -> tuple[int, int]:
     return best, length
 
 
-def _parse_event(raw: bytes) -> SseEvent | None:
+def event_data(raw: bytes) -> str | None:
+    """The event's `data` (its data lines joined), or None for comments and events without data."""
     if raw.startswith(b"data: ") and raw.count(b"\n") == 2 and raw.endswith(b"\n\n"):
-        return SseEvent(raw[6:-2].decode("utf-8", "replace"), raw)  # one-line event: no splitting needed
+        return raw[6:-2].decode("utf-8", "replace")  # one-line event: no splitting needed
     lines = raw.decode("utf-8", "replace").replace("\r\n", "\n").replace("\r", "\n").split("\n")
     data = [line[5:].removeprefix(" ") for line in lines if line.startswith("data:")]
-    return SseEvent("\n".join(data), raw) if data else None
+    return "\n".join(data) if data else None
 
 
 def frame(doc: Any) -> bytes:

@@ -128,23 +128,12 @@ class Worker:
                 close()
 
 
-def warn_threads_before_fork() -> None:
-    """Threads started during init do not survive fork(), and locks they hold stay held in the workers."""
-    import threading
-
-    others = [t.name for t in threading.enumerate() if t is not threading.main_thread() and t.is_alive()]
-    if others:
-        sys.stderr.write(
-            json.dumps(
-                {
-                    "level": "WARNING",
-                    "message": "threads alive at fork: workers may deadlock on locks they hold (import, logging)",
-                    "threads": others,
-                }
-            )
-            + "\n"
-        )
-        sys.stderr.flush()
+def threads_before_fork() -> list[str]:
+    """Names of threads other than this one (a handler that started threads at import)."""
+    threading = sys.modules.get("threading")  # not imported: no thread was started through it
+    if threading is None:
+        return []
+    return [t.name for t in threading.enumerate() if t is not threading.current_thread()]
 
 
 def fork_workers(count: int) -> None:
@@ -152,6 +141,19 @@ def fork_workers(count: int) -> None:
 
     Processes rather than threads: `_X_AMZN_TRACE_ID` is process-global, as in awslambdaric.
     """
+    threads = threads_before_fork()
+    if threads:  # they do not exist in the workers, and any lock they hold stays held there
+        sys.stderr.write(
+            json.dumps(
+                {
+                    "level": "WARNING",
+                    "message": "threads exist when the runtime forks its workers; a lock they hold deadlocks them",
+                    "threads": threads,
+                }
+            )
+            + "\n"
+        )
+        sys.stderr.flush()
     for _ in range(count - 1):
         if os.fork() == 0:
             return
@@ -174,7 +176,6 @@ def main() -> None:
         sys.exit(1)
     concurrency = int(os.environ.get("AWS_LAMBDA_MAX_CONCURRENCY", "1") or 1)
     if concurrency > 1:
-        warn_threads_before_fork()
         client.close()  # each worker process opens its own keep-alive connection
         fork_workers(concurrency)
         client = RuntimeApiClient(os.environ["AWS_LAMBDA_RUNTIME_API"])

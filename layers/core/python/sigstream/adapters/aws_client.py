@@ -1,7 +1,10 @@
 """A small client for AWS JSON-protocol APIs (DynamoDB, Secrets Manager) over keep-alive HTTP.
 
 It exists for cold start: importing boto3/botocore and loading their service models costs more than
-the whole rest of the Stream function's init. Retries throttling and 5xx with jittered backoff.
+the whole rest of the Stream function's init (docs/adr/0008-aws-client.md). It does what a Lambda function needs of
+botocore: the standard credentials chain (sigstream.adapters.aws_credentials), partition endpoints and
+the SDKs' endpoint variables (sigstream.core.aws_endpoints), SigV4, and standard-mode retries: jittered
+backoff under a retry quota (a token bucket), so a failing dependency is not hammered by every request.
 """
 
 from __future__ import annotations
@@ -16,12 +19,36 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from sigstream.adapters.aws_credentials import (
+    CredentialProvider,
+    Credentials,
+    CredentialsError,
+    StaticCredentials,
+    credentials_from_environment,
+)
+from sigstream.adapters.per_process import PerProcess
+from sigstream.adapters.tls import client_context
+from sigstream.core.aws_endpoints import configured_endpoint, default_endpoint, signing_host
 from sigstream.core.sigv4 import sign_headers
 
-_RETRYABLE = {
+__all__ = [
+    "DYNAMODB",
+    "SECRETS_MANAGER",
+    "AwsJsonClient",
+    "AwsServiceError",
+    "Credentials",
+    "RetryQuota",
+    "ServiceProtocol",
+    "client_from_environment",
+]
+
+_THROTTLING = {
     "ThrottlingException",
     "ProvisionedThroughputExceededException",
     "RequestLimitExceeded",
+    "TooManyRequestsException",
+}
+_RETRYABLE = _THROTTLING | {
     "InternalServerError",
     "InternalFailure",
     "InternalServiceError",
@@ -37,10 +64,11 @@ class ServiceProtocol:
     signing_name: str
     target_prefix: str
     content_type: str
+    env_id: str  # as boto3 spells the service in AWS_ENDPOINT_URL_<env_id>
 
 
-DYNAMODB = ServiceProtocol("dynamodb", "DynamoDB_20120810", "application/x-amz-json-1.0")
-SECRETS_MANAGER = ServiceProtocol("secretsmanager", "secretsmanager", "application/x-amz-json-1.1")
+DYNAMODB = ServiceProtocol("dynamodb", "DynamoDB_20120810", "application/x-amz-json-1.0", "DYNAMODB")
+SECRETS_MANAGER = ServiceProtocol("secretsmanager", "secretsmanager", "application/x-amz-json-1.1", "SECRETS_MANAGER")
 
 
 class AwsServiceError(Exception):
@@ -54,17 +82,48 @@ class AwsServiceError(Exception):
 
     @property
     def retryable(self) -> bool:
-        """Throttling, 5xx and connection failures are worth retrying."""
+        """Throttling, 5xx and connection failures are worth retrying (missing credentials are not)."""
+        if self.code == "CredentialsError":
+            return False
         return self.code in _RETRYABLE or self.status >= 500 or self.status == 0
 
+    @property
+    def throttling(self) -> bool:
+        """The service asked us to slow down (cheaper to retry under the quota)."""
+        return self.code in _THROTTLING
 
-@dataclass(frozen=True)
-class Credentials:
-    """Static credentials, as Lambda puts them in the environment."""
 
-    access_key: str
-    secret_key: str
-    session_token: str | None = None
+class RetryQuota:
+    """botocore's standard-mode retry quota: retries spend tokens, successes earn them back.
+
+    When a dependency fails for every request, the bucket empties and requests fail fast instead of
+    multiplying the load by their retries; it refills as calls succeed again.
+    """
+
+    RETRY_COST = 14
+    THROTTLING_RETRY_COST = 5
+    NO_RETRY_INCREMENT = 1
+
+    def __init__(self, capacity: int = 500) -> None:
+        self.capacity = capacity
+        self.available = capacity
+        self._lock = PerProcess(threading.Lock)
+
+    def acquire(self, throttling: bool) -> int:
+        """Tokens for one retry (0: none left, do not retry)."""
+        cost = self.THROTTLING_RETRY_COST if throttling else self.RETRY_COST
+        with self._lock.get():
+            if cost > self.available:
+                return 0
+            self.available -= cost
+            return cost
+
+    def release(self, amount: int) -> None:
+        """Give tokens back after a success."""
+        if self.available >= self.capacity:
+            return
+        with self._lock.get():
+            self.available = min(self.capacity, self.available + amount)
 
 
 class AwsJsonClient:
@@ -75,53 +134,65 @@ class AwsJsonClient:
         protocol: ServiceProtocol,
         *,
         region: str,
-        credentials: Credentials,
+        credentials: Credentials | CredentialProvider,
         endpoint: str | None = None,
         timeout: float = 5.0,
         max_attempts: int = 4,
         base_delay: float = 0.025,
         max_delay: float = 1.0,
+        retry_quota: RetryQuota | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.protocol = protocol
         self.region = region
-        self.credentials = credentials
-        url = urlsplit(endpoint or f"https://{protocol.signing_name}.{region}.amazonaws.com")
+        self.credentials: CredentialProvider = (
+            StaticCredentials(credentials) if isinstance(credentials, Credentials) else credentials
+        )
+        self.endpoint = endpoint or default_endpoint(protocol.signing_name, region)
+        url = urlsplit(self.endpoint)
         self._secure = url.scheme == "https"
-        self._host = url.netloc
+        self._hostname, self._port = url.hostname or "", url.port
+        self._host = signing_host(self.endpoint)  # exactly the Host header http.client sends
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.base_delay = base_delay
         self.max_delay = max_delay
+        self.retry_quota = retry_quota or RetryQuota()
         self._sleep = sleep
-        self._local = threading.local()
+        # Per process (a forked worker never shares its parent's socket), then per thread.
+        self._local = PerProcess(threading.local)
         self.requests = 0  # counted for benchmarks: AWS requests per chat turn
 
-    @property
-    def endpoint(self) -> str:
-        """Where calls go (for logs)."""
-        return f"{'https' if self._secure else 'http'}://{self._host}"
-
     def _connection(self) -> http.client.HTTPConnection:
-        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        local = self._local.get()
+        conn: http.client.HTTPConnection | None = getattr(local, "conn", None)
         if conn is None:
-            cls = http.client.HTTPSConnection if self._secure else http.client.HTTPConnection
-            conn = cls(self._host, timeout=self.timeout)
-            self._local.conn = conn
+            if self._secure:  # one CA bundle load per process, not one per connection
+                conn = http.client.HTTPSConnection(
+                    self._hostname, self._port, timeout=self.timeout, context=client_context()
+                )
+            else:
+                conn = http.client.HTTPConnection(self._hostname, self._port, timeout=self.timeout)
+            local.conn = conn
         return conn
 
     def _drop_connection(self) -> None:
-        conn = getattr(self._local, "conn", None)
+        local = self._local.get()
+        conn = getattr(local, "conn", None)
         if conn is not None:
             conn.close()
-            self._local.conn = None
+            local.conn = None
 
     def _send(self, operation: str, body: bytes) -> tuple[int, bytes]:
         amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        try:
+            credentials = self.credentials.get()
+        except CredentialsError as exc:
+            raise AwsServiceError("CredentialsError", str(exc), 0) from exc
         headers = sign_headers(
-            access_key=self.credentials.access_key,
-            secret_key=self.credentials.secret_key,
-            session_token=self.credentials.session_token,
+            access_key=credentials.access_key,
+            secret_key=credentials.secret_key,
+            session_token=credentials.session_token,
             method="POST",
             host=self._host,
             raw_path="/",
@@ -147,28 +218,38 @@ class AwsJsonClient:
             self._drop_connection()
         return response.status, data
 
+    def _attempt(self, operation: str, body: bytes) -> dict[str, Any]:
+        status, data = self._send(operation, body)
+        try:
+            doc = json.loads(data or b"{}")
+        except ValueError:
+            doc = None
+        if status == 200 and isinstance(doc, dict):
+            return doc
+        if not isinstance(doc, dict):  # e.g. a proxy's or an overloaded server's HTML/empty 5xx
+            raise AwsServiceError(
+                "MalformedResponse", f"HTTP {status} without a JSON body", status if status != 200 else 500
+            )
+        code = str(doc.get("__type", "UnknownError")).rsplit("#", 1)[-1]
+        message = str(doc.get("message") or doc.get("Message") or "")
+        raise AwsServiceError(code, message, status, doc)
+
     def call(self, operation: str, payload: Mapping[str, Any]) -> dict[str, Any]:
-        """Call an operation; retries retryable failures with full-jitter exponential backoff."""
+        """Call an operation; retries retryable failures with full-jitter backoff while the quota allows."""
         body = json.dumps(payload).encode()
+        spent = 0  # tokens of the last retry, returned on success
         for attempt in range(1, self.max_attempts + 1):
             try:
-                status, data = self._send(operation, body)
-                try:
-                    doc = json.loads(data or b"{}")
-                except ValueError:
-                    doc = None
-                if status == 200 and isinstance(doc, dict):
-                    return doc
-                if not isinstance(doc, dict):  # e.g. a proxy's or an overloaded server's HTML/empty 5xx
-                    raise AwsServiceError(
-                        "MalformedResponse", f"HTTP {status} without a JSON body", status if status != 200 else 500
-                    )
-                code = str(doc.get("__type", "UnknownError")).rsplit("#", 1)[-1]
-                message = str(doc.get("message") or doc.get("Message") or "")
-                raise AwsServiceError(code, message, status, doc)
+                doc = self._attempt(operation, body)
             except AwsServiceError as exc:
                 if not exc.retryable or attempt == self.max_attempts:
                     raise
+                spent = self.retry_quota.acquire(exc.throttling)
+                if not spent:
+                    raise  # the quota is spent: the dependency is failing, do not add load
+            else:
+                self.retry_quota.release(spent or RetryQuota.NO_RETRY_INCREMENT)
+                return doc
             # Full jitter (AWS architecture blog): spreads retries of many clients throttled at once.
             self._sleep(random.uniform(0, min(self.max_delay, self.base_delay * 2**attempt)))  # noqa: S311
         raise AssertionError("unreachable")
@@ -178,19 +259,23 @@ class AwsJsonClient:
 MAX_ATTEMPTS = {"dynamodb": 10, "secretsmanager": 4}
 
 
-def client_from_environment(protocol: ServiceProtocol, env: Mapping[str, str], **kwargs: Any) -> AwsJsonClient:
-    """A client configured from Lambda's environment (credentials, region, endpoint overrides)."""
+def client_from_environment(
+    protocol: ServiceProtocol,
+    env: Mapping[str, str],
+    credentials: CredentialProvider | None = None,
+    **kwargs: Any,
+) -> AwsJsonClient:
+    """A client configured as the SDKs configure one from Lambda's environment.
+
+    Region from AWS_REGION / AWS_DEFAULT_REGION; endpoint from AWS_ENDPOINT_URL_<SERVICE> / AWS_ENDPOINT_URL
+    or the partition's default; credentials from the chain (pass one provider to share it between clients).
+    Raises ConfigError when no credentials are configured.
+    """
     kwargs.setdefault("max_attempts", MAX_ATTEMPTS.get(protocol.signing_name, 4))
-    # The SDKs' standard names: AWS_ENDPOINT_URL_<service id, spaces as underscores>, then AWS_ENDPOINT_URL.
-    service_env = {"secretsmanager": "AWS_ENDPOINT_URL_SECRETS_MANAGER"}.get(  # pragma: allowlist secret
-        protocol.signing_name, "AWS_ENDPOINT_URL_" + protocol.signing_name.upper()
-    )
     return AwsJsonClient(
         protocol,
         region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
-        credentials=Credentials(
-            env.get("AWS_ACCESS_KEY_ID", ""), env.get("AWS_SECRET_ACCESS_KEY", ""), env.get("AWS_SESSION_TOKEN")
-        ),
-        endpoint=env.get(service_env) or env.get("AWS_ENDPOINT_URL"),
+        credentials=credentials or credentials_from_environment(env),
+        endpoint=configured_endpoint(env, protocol.env_id),
         **kwargs,
     )

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from sigstream.adapters.aws_client import AwsJsonClient, AwsServiceError
+from sigstream.adapters.per_process import PerProcess
 from sigstream.core.errors import ServiceUnavailableError
 from sigstream.core.settings import ConfigError, SigningKeys, parse_signing_keys
 
@@ -33,7 +34,8 @@ class SecretCache:
         self.max_stale = max_stale
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
-        self._lock = threading.Lock()
+        # Values cached before a fork stay valid in the workers; the lock must be each worker's own.
+        self._lock = PerProcess(threading.Lock)
 
     def get(self, secret_id: str) -> str:
         """The secret string; ServiceUnavailableError when none can be had."""
@@ -41,7 +43,7 @@ class SecretCache:
         entry = self._entries.get(secret_id)
         if entry and now - entry.fetched_at < self.ttl:
             return entry.value
-        with self._lock:  # one refresh at a time; others reuse its result
+        with self._lock.get():  # one refresh at a time; others reuse its result
             entry = self._entries.get(secret_id)
             if entry and now - entry.fetched_at < self.ttl:
                 return entry.value

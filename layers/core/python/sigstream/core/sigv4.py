@@ -9,9 +9,27 @@ from urllib.parse import quote
 
 
 def canonical_query(raw_query: str) -> str:
-    """Query as SDKs sign it: already percent-encoded pairs, sorted."""
-    pairs = sorted(pair.partition("=")[::2] for pair in raw_query.split("&") if pair)
+    """Query as botocore signs it: the already percent-encoded pairs as sent, sorted."""
+    if not raw_query:
+        return ""
+    pairs = sorted(pair.partition("=")[::2] for pair in raw_query.split("&"))
     return "&".join(f"{k}={v}" for k, v in pairs)
+
+
+def canonical_path(raw_path: str) -> str:
+    """Path as non-S3 services sign it: dot segments and empty segments removed, then encoded once more."""
+    if not raw_path:
+        return "/"
+    segments: list[str] = []
+    for segment in raw_path.split("/"):
+        if segment == "..":
+            if segments:
+                segments.pop()
+        elif segment and segment != ".":
+            segments.append(segment)
+    first = "/" if raw_path.startswith("/") else ""
+    last = "/" if raw_path.endswith("/") and segments else ""
+    return quote(first + "/".join(segments) + last, safe="/~")
 
 
 def signature(
@@ -32,10 +50,15 @@ def signature(
     for name, value in headers:
         values.setdefault(name.lower(), []).append(value)
     canonical_headers = "".join(f"{n}:{','.join(' '.join(v.split()) for v in values[n])}\n" for n in signed_names)
-    # Non-S3 services sign the path as sent, encoded once more.
-    path = quote(raw_path or "/", safe="/~")
     canonical = "\n".join(
-        [method, path, canonical_query(raw_query), canonical_headers, ";".join(signed_names), payload_hash]
+        [
+            method,
+            canonical_path(raw_path),
+            canonical_query(raw_query),
+            canonical_headers,
+            ";".join(signed_names),
+            payload_hash,
+        ]
     )
     date = amz_date[:8]
     scope = f"{date}/{region}/{service}/aws4_request"
@@ -59,6 +82,7 @@ def sign_headers(
     amz_date: str,
     region: str,
     service: str,
+    raw_query: str = "",
 ) -> dict[str, str]:
     """Headers (with Authorization) for a request; `amz_date` is YYYYMMDDTHHMMSSZ."""
     payload_hash = hashlib.sha256(body).hexdigest()
@@ -71,7 +95,7 @@ def sign_headers(
         secret_key=secret_key,
         method=method,
         raw_path=raw_path,
-        raw_query="",
+        raw_query=raw_query,
         headers=list(out.items()),
         signed_names=names,
         payload_hash=payload_hash,
