@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from typing import Any
 
-from stream_app.chat.sse import SseParser
+from stream_app.chat.sse import SseParser, event_data
 from stream_app.chat.ui_stream import TextStreamEncoder, UiStreamEncoder
 from tests.conftest import RECORDED, ROOT
 
@@ -50,7 +50,8 @@ def recorded_chunks(name: str) -> list[dict[str, Any]]:
     """The chat.completion.chunk documents of one recorded OpenAI stream, in order."""
     parser = SseParser()
     events = [*parser.feed((OPENAI_SSE / name).read_bytes()), *parser.flush()]
-    return [json.loads(event.data) for event in events if event.data != "[DONE]"]
+    data = [event_data(raw) for raw in events]
+    return [json.loads(d) for d in data if d is not None and d != "[DONE]"]
 
 
 def recorded_index() -> list[dict[str, Any]]:

@@ -86,11 +86,12 @@ def test_a_malformed_signing_keys_secret_is_a_503_naming_the_secret() -> None:
 
 
 def test_the_client_reads_the_sdks_standard_endpoint_names_and_ignores_empty_ones() -> None:
-    env = {"AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_ENDPOINT_URL_SECRETS_MANAGER": ""}
+    keys = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "local-secret"}  # pragma: allowlist secret
+    env = {**keys, "AWS_ENDPOINT_URL": "http://127.0.0.1:1", "AWS_ENDPOINT_URL_SECRETS_MANAGER": ""}
     assert client_from_environment(SECRETS_MANAGER, env).endpoint == "http://127.0.0.1:1"
     env["AWS_ENDPOINT_URL_SECRETS_MANAGER"] = "http://127.0.0.1:2"  # pragma: allowlist secret
     assert client_from_environment(SECRETS_MANAGER, env).endpoint == "http://127.0.0.1:2"
-    assert client_from_environment(SECRETS_MANAGER, {}).endpoint == "https://secretsmanager.us-east-1.amazonaws.com"
+    assert client_from_environment(SECRETS_MANAGER, keys).endpoint == "https://secretsmanager.us-east-1.amazonaws.com"
 
 
 def test_in_band_error_only_for_event_streams_and_closes_a_half_written_event() -> None:

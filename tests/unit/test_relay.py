@@ -32,8 +32,18 @@ class _Response:
 
 def _relay(reads: list[bytes], usage_requested: bool = True) -> tuple[bytes, Reply, bool]:
     deps: Any = SimpleNamespace(settings=SimpleNamespace(coalesce_ms=0), clock=time.time)
-    chat = ChatRequest(params={}, messages=[], stream=True, usage_requested=usage_requested)
-    turn = chat_turn._Turn(deps, chat, None, 0.0, _Response())  # type: ignore[arg-type]
+    chat = ChatRequest(
+        params={},
+        messages=(),
+        stream=True,
+        usage_requested=usage_requested,
+        max_output_tokens=1024,
+        choices=1,
+        input_tokens=0,
+        input_bound=0,
+    )
+    budget: Any = SimpleNamespace(input_tokens=0, settle=lambda tokens: None)
+    turn = chat_turn._Turn(deps, chat, None, 0.0, _Response(), budget)  # type: ignore[arg-type]
     chunks: Iterator[bytes] = iter(reads)
     first = turn.first_events(chunks)
     out = b"".join(turn._relay(first, chunks))

@@ -71,6 +71,14 @@ def retry_after_seconds(value: str | None) -> float | None:
         return None
 
 
+class ProviderStatusError(Exception):
+    """The provider answered with an error status: the cause behind our error, logged by type and status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status_code = status
+
+
 def status_error(status: int, headers: Mapping[str, str], body: bytes) -> SigstreamError:
     # `headers` has lower-case names.
     """A provider's refusal as our OpenAI-shaped error (the provider's Retry-After passed through)."""
@@ -325,7 +333,7 @@ class UpstreamClient:
             body = b""
         finally:
             response.close()
-        raise status_error(response.status, response.headers, body)
+        raise status_error(response.status, response.headers, body) from ProviderStatusError(response.status)
 
     def open_chat(self, api_key: str, params: Mapping[str, Any]) -> UpstreamResponse:
         """POST /chat/completions; returns once the provider answered with a success status."""
