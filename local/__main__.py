@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+
+# Ctrl-C while the modules below load (boto3, moto: most of a second) has nothing to clean up yet: end
+# quietly instead of printing a KeyboardInterrupt traceback. Python's own handler is back right after.
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 import argparse
 import json
 import os
 import shlex
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -17,6 +22,8 @@ from local.dev_lock import AlreadyRunningError, DevLock
 from local.invoke_cli import invoke_once
 from local.running_stack import state_dir
 from local.stack import LocalStack, StackError, options_from_env
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,10 +81,16 @@ def run_dev() -> int:
     # Start-up runs on a thread so Ctrl-C is honoured at once, even while moto is still starting.
     starter = threading.Thread(target=_start, args=(stack, outcome), daemon=True)
     starter.start()
+    parent = os.getppid()
+
+    def orphaned() -> bool:
+        # `kill -9` of make (our parent) sends us nothing: being re-parented is the only sign.
+        return os.getppid() != parent
+
     try:
-        while starter.is_alive() and not stop.wait(0.05):
+        while starter.is_alive() and not stop.wait(0.05) and not orphaned():
             pass
-        if stop.is_set():
+        if stop.is_set() or orphaned():
             return 0
         result = outcome[0]
         if isinstance(result, StackError):
@@ -97,7 +110,8 @@ def run_dev() -> int:
         print("  sam local invoke (Docker; run `make build` first), e.g.:", flush=True)
         print("    " + sam_invoke_command("StreamFunction", "events/stream-chat-valid.json", env_file), flush=True)
         print("  Ctrl-C stops", flush=True)
-        stop.wait()
+        while not stop.wait(0.2) and not orphaned():
+            pass
         return 0
     finally:
         for path in (endpoints_file, env_file):

@@ -97,6 +97,17 @@ def test_ctrl_c_during_start_up_stops_at_once_without_tracebacks(tmp_path: Path,
     _assert_clean_stop(dev, elapsed)
 
 
+@pytest.mark.parametrize("delay", [0.05, 0.1, 0.2])
+def test_ctrl_c_while_the_modules_still_load_is_quiet(tmp_path: Path, delay: float) -> None:
+    """The first fraction of a second is spent importing boto3 and moto: Ctrl-C there is no traceback either."""
+    dev = Dev(tmp_path)
+    time.sleep(delay)
+    elapsed = dev.ctrl_c()
+    assert "Traceback" not in dev.text() and "KeyboardInterrupt" not in dev.text(), dev.text()[-3000:]
+    assert elapsed < STOP_DEADLINE
+    assert not (tmp_path / "endpoints.json").exists()
+
+
 def test_ctrl_c_when_idle_stops_everything_within_two_seconds(tmp_path: Path) -> None:
     dev = Dev(tmp_path)
     endpoints = dev.endpoints()
@@ -153,6 +164,59 @@ def test_a_killed_make_dev_leaves_no_moto_server_behind(tmp_path: Path) -> None:
         raise AssertionError("moto server outlived the killed make dev")
     if _group_alive(dev.proc.pid):  # tidy up whatever else of the killed stack is left
         os.killpg(dev.proc.pid, signal.SIGKILL)
+
+
+def _stack_processes(state: Path) -> list[str]:
+    """Processes of a local stack whose state dir is `state` (the dev process and its moto server)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if f"SIGSTREAM_LOCAL_STATE_DIR={state}".encode() in environ.split(b"\0") and "python" in cmdline:
+            found.append(f"{proc.name} {cmdline}")
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_make_dev_killed_by_pid_takes_the_whole_stack_with_it(tmp_path: Path, sig: signal.Signals) -> None:
+    """`kill <pid of make>` (a supervisor, an IDE's stop button, `Popen.terminate()`) signals make alone,
+    not its process group: the stack must not live on, orphaned, holding the lock and the ports.
+    """
+    env = {**ENV, "SIGSTREAM_LOCAL_STATE_DIR": str(tmp_path)}
+    make = subprocess.Popen(
+        ["make", "-s", "dev"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "endpoints.json").exists():
+            assert make.poll() is None and time.monotonic() < deadline, "make dev did not come up"
+            time.sleep(0.05)
+        endpoints = json.loads((tmp_path / "endpoints.json").read_text())
+        os.kill(make.pid, sig)
+        make.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while _stack_processes(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _stack_processes(tmp_path) == [], "the stack outlived make dev"
+        assert not (tmp_path / "endpoints.json").exists(), "a stopped stack leaves no endpoints file"
+        host, port = endpoints["stream_url"].split("//")[1].rstrip("/").split(":")
+        with socket.socket() as sock:
+            assert sock.connect_ex((host, int(port))) != 0, "the Stream URL is still served"
+    finally:
+        for line in _stack_processes(tmp_path):
+            os.kill(int(line.split()[0]), signal.SIGKILL)
+        if _group_alive(make.pid):
+            os.killpg(make.pid, signal.SIGKILL)
 
 
 def _group_alive(pgid: int) -> bool:
