@@ -125,7 +125,7 @@ def run_dev() -> int:
 
 def run_event(event_file: Path) -> int:
     """`make event`: print a freshly signed copy of an event for `sam local invoke -e -`."""
-    from local.event_prep import prepare_event
+    from local.event_prep import EventFileError, check_event, prepare_event
     from local.running_stack import NoLocalStackError, RunningStack
     from local.url_caller import url_caller
 
@@ -133,14 +133,18 @@ def run_event(event_file: Path) -> int:
         print(f"make event: no event file {event_file} (see events/README.md)", file=sys.stderr)
         return 2
     try:
+        check_event(event_file.read_bytes())
         running = RunningStack.find(ROOT)
         secrets = running.secret_values()
         caller = url_caller(running.endpoints["stream_url"])
-        proxy = f"{running.endpoints['upstream_base_url']}/chat/completions"
+        proxy = f"{running.endpoints.get('upstream_base_url', '')}/chat/completions"
         sys.stdout.write(prepare_event(event_file.read_bytes(), secrets, proxy, caller).decode() + "\n")
     except NoLocalStackError as exc:
         print(f"make event: {exc}", file=sys.stderr)
         return 1
+    except EventFileError as exc:
+        print(f"make event: {event_file} is {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

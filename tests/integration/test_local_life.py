@@ -345,6 +345,39 @@ def test_missing_stack_or_event_is_one_line_saying_what_to_do(tmp_path: Path, ar
     assert result.stdout == ""
 
 
+_MALFORMED = [("{not json", "is not JSON"), ("[]", "is a JSON list, not an event object")]
+_UNSIGNABLE = ('{"rawQueryString": "sig=local-resign&sub=u"}', "not a Function URL event with a signed URL to re-sign")
+
+
+@pytest.mark.parametrize(
+    "command,content,reason",
+    [
+        *(("event", c, r) for c, r in _MALFORMED),  # refused before looking for a stack
+        *(("invoke", c, r) for c, r in [*_MALFORMED, _UNSIGNABLE]),  # the last one only once it re-signs
+    ],
+)
+def test_a_malformed_event_file_is_one_line_not_a_traceback(
+    tmp_path: Path, command: str, content: str, reason: str
+) -> None:
+    event = tmp_path / "event.json"
+    event.write_text(content)
+    args = ["event", str(event)] if command == "event" else ["invoke", "StreamFunction", str(event)]
+    result = subprocess.run(
+        [sys.executable, "-m", "local", *args],
+        cwd=ROOT,
+        env={**ENV, "SIGSTREAM_LOCAL_STATE_DIR": str(tmp_path / "state")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    mine = [line for line in result.stderr.splitlines() if line.startswith(f"make {command}:")]
+    assert len(mine) == 1 and str(event) in mine[0] and reason in mine[0], result.stderr[-2000:]
+    assert result.stdout.strip() == ""
+
+
 def test_make_sign_with_a_stale_endpoints_file_says_the_stack_is_gone(tmp_path: Path) -> None:
     port = _free_base()
     (tmp_path / "endpoints.json").write_text(
@@ -370,3 +403,20 @@ def test_make_sign_with_a_stale_endpoints_file_says_the_stack_is_gone(tmp_path: 
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "does not answer" in lines[0] and "make dev" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("command", [["sign", "user-1"], ["event", "events/stream-chat-valid.json"]])
+def test_an_endpoints_file_missing_fields_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    (tmp_path / "endpoints.json").write_text(json.dumps({"aws_endpoint_url": "http://127.0.0.1:9"}))
+    result = subprocess.run(
+        [sys.executable, "-m", "local", *command],
+        cwd=ROOT,
+        env={**ENV, "SIGSTREAM_LOCAL_STATE_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "lacks region" in lines[0] and "restart `make dev`" in lines[0], result.stderr
