@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from local.stack import LocalStack
 from tests.conftest import ROOT
 from tests.helpers import http
 from tests.helpers import sign as sign_request
@@ -420,3 +421,24 @@ def test_an_endpoints_file_missing_fields_is_one_line(tmp_path: Path, command: l
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "lacks region" in lines[0] and "restart `make dev`" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(
+    "body,named",
+    [
+        (b'{"delay": 200}', "unknown control delay"),  # the README's key is delay_ms
+        (b'{"delay_ms": "fast"}', "delay_ms must be a number"),
+        (b'{"replay": "tests/fixtures/recorded/openai-sse/no-such.sse"}', "replay file"),
+        (b'{"faults": {"status": 429}}', "faults must be a list"),
+        (b"not json", "JSON object"),
+    ],
+)
+def test_the_upstream_controls_refuse_what_they_would_ignore_or_crash_on(
+    app_stack: LocalStack, body: bytes, named: str
+) -> None:
+    """The README's curl controls: a typo is a 400 naming it, not {"ok": true} and a traceback wall later."""
+    control = app_stack.endpoints()["upstream_base_url"].removesuffix("/v1") + "/_control"
+    status, _, data = http("POST", control, body)
+    assert status == 400, data
+    assert named in json.loads(data)["error"]["message"]
+    assert http("POST", control, b'{"reset": true, "delay_ms": 0}')[0] == 200  # the real keys still work
