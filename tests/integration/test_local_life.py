@@ -442,3 +442,53 @@ def test_the_upstream_controls_refuse_what_they_would_ignore_or_crash_on(
     assert status == 400, data
     assert named in json.loads(data)["error"]["message"]
     assert http("POST", control, b'{"reset": true, "delay_ms": 0}')[0] == 200  # the real keys still work
+
+
+def test_sam_env_names_the_stack_as_a_container_reaches_it(tmp_path: Path) -> None:
+    """SAM CLI's container sits on Docker's bridge: 127.0.0.1 there is the container. With an address of
+    this machine as the container host (docker0's; 127.0.0.2 stands in), moto and the upstream answer there
+    too, sam-env.json names them there, and the printed line carries no (ignored) --docker-network host.
+    """
+    dev = Dev(tmp_path, SIGSTREAM_SAM_HOST="127.0.0.2")
+    endpoints = dev.endpoints()
+    try:
+        env = json.loads((tmp_path / "sam-env.json").read_text())
+        moto_port = endpoints["aws_endpoint_url"].rsplit(":", 1)[1]
+        upstream = endpoints["upstream_base_url"].replace("127.0.0.1", "127.0.0.2")
+        for function in ("StreamFunction", "SignFunction"):
+            assert env[function]["AWS_ENDPOINT_URL"] == f"http://127.0.0.2:{moto_port}"
+        assert env["StreamFunction"]["SIGSTREAM_UPSTREAM_BASE_URL"] == upstream
+        assert env["SignFunction"]["SIGSTREAM_STREAM_URL"] == endpoints["stream_url"]  # handed to clients here
+        status, _, models = http("GET", upstream + "/models")  # through make dev's listener on 127.0.0.2
+        assert status == 200 and b"local-echo-1" in models
+        import boto3
+
+        tables = boto3.client(
+            "dynamodb",
+            endpoint_url=env["StreamFunction"]["AWS_ENDPOINT_URL"],
+            region_name="us-east-1",
+            aws_access_key_id=endpoints["aws_access_key_id"],
+            aws_secret_access_key=endpoints["aws_secret_access_key"],
+        ).list_tables()["TableNames"]
+        assert env["StreamFunction"]["SIGSTREAM_TABLE"] in tables
+        line = next(x for x in dev.text().splitlines() if "sam local invoke StreamFunction" in x)
+        assert "--docker-network" not in line
+        assert line.rstrip().endswith(f"--env-vars {tmp_path / 'sam-env.json'}")  # and nothing after it
+    finally:
+        elapsed = dev.ctrl_c()
+    _assert_clean_stop(dev, elapsed)
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.2", int(moto_port))) != 0, "the container-side listener outlived the stack"
+
+
+def test_with_docker_desktop_s_name_the_line_adds_the_host(tmp_path: Path) -> None:
+    dev = Dev(tmp_path, SIGSTREAM_SAM_HOST="host.docker.internal")
+    endpoints = dev.endpoints()
+    try:
+        env = json.loads((tmp_path / "sam-env.json").read_text())
+        port = endpoints["aws_endpoint_url"].rsplit(":", 1)[1]
+        assert env["StreamFunction"]["AWS_ENDPOINT_URL"] == f"http://host.docker.internal:{port}"
+        line = next(x for x in dev.text().splitlines() if "sam local invoke StreamFunction" in x)
+        assert line.rstrip().endswith("--add-host host.docker.internal:host-gateway")
+    finally:
+        _assert_clean_stop(dev, dev.ctrl_c())
