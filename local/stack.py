@@ -208,6 +208,13 @@ class LocalStack:
         opts = self.options
         self._check_ports()
         saved_tables, saved_secrets = persistence.read_snapshot(opts.persist_file) if opts.persist_file else ({}, {})
+        if (
+            opts.persist_file
+            and not opts.persist_file.exists()
+            and persistence.set_aside_path(opts.persist_file).exists()
+        ):
+            aside = persistence.set_aside_path(opts.persist_file)
+            self.logs("stack", f"{opts.persist_file} could not be read: starting empty, the file is kept as {aside}")
         if opts.upstream_base_url:
             self.upstream_base_url = opts.upstream_base_url.rstrip("/")
             api_key = opts.upstream_api_key or ""

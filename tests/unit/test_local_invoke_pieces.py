@@ -238,8 +238,11 @@ def test_snapshot_round_trip_and_unreadable_snapshots_are_ignored(tmp_path: Path
     persistence.save_snapshot(path, {"HistoryTable": [{"pk": {"S": "a"}}]}, {"signing-keys": KEYS, "other": "x"})
     tables, secrets = persistence.read_snapshot(path)
     assert tables == {"HistoryTable": [{"pk": {"S": "a"}}]} and secrets == {"signing-keys": KEYS}
-    path.write_text("{broken")
-    assert persistence.read_snapshot(path) == ({}, {})
+    for unreadable in ("{broken", '{"version": 99, "tables": {"HistoryTable": []}}'):
+        path.write_text(unreadable)
+        assert persistence.read_snapshot(path) == ({}, {})
+        # Kept aside, not overwritten by the empty snapshot the next stop saves.
+        assert not path.exists() and persistence.set_aside_path(path).read_text() == unreadable
     assert persistence.read_snapshot(tmp_path / "missing.json") == ({}, {})
 
 
