@@ -25,8 +25,9 @@ $(TOOLS_STAMP): requirements/tools.txt
 	$(TOOLS)/bin/python -m pip install --quiet -r requirements/tools.txt
 	@touch $(TOOLS_STAMP)
 
+# exec: the stack is make's own child, so a SIGTERM to make (which make passes on to its children) reaches it.
 dev: $(STAMP)
-	$(LOCAL) -m local dev
+	exec env $(LOCAL) -m local dev
 
 tools: $(TOOLS_STAMP)
 
@@ -60,7 +61,7 @@ test: lint typecheck $(TOOLS_STAMP)
 
 invoke: $(STAMP)
 	@test -n "$(FN)" -a -n "$(EVENT)" || { echo "usage: make invoke FN=<LogicalId> EVENT=events/<file>.json"; exit 2; }
-	@$(LOCAL) -m local invoke $(FN) $(EVENT)
+	@exec env $(LOCAL) -m local invoke $(FN) $(EVENT)
 
 event: $(STAMP)
 	@test -n "$(EVENT)" || { echo "usage: make event EVENT=events/<file>.json (needs a running make dev; see events/README.md)"; exit 2; }

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import signal
+
+# Ctrl-C while the modules below load (boto3, moto: most of a second) has nothing to clean up yet: end
+# quietly instead of printing a KeyboardInterrupt traceback. Python's own handler is back right after.
+signal.signal(signal.SIGINT, signal.SIG_DFL)
+
 import argparse
 import json
 import os
 import shlex
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -16,7 +21,9 @@ from local.aws import ACCESS_KEY, REGION, SECRET_KEY
 from local.dev_lock import AlreadyRunningError, DevLock
 from local.invoke_cli import invoke_once
 from local.running_stack import state_dir
-from local.stack import LocalStack, StackError, options_from_env
+from local.stack import LocalStack, StackError, options_from_env, sam_invoke_flags
+
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,12 +44,13 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def sam_invoke_command(function: str, event: str, env_file: Path) -> str:
+def sam_invoke_command(function: str, event: str, env_file: Path, container_host: str) -> str:
     """The `sam local invoke` line for one event: credentials for moto, the stack's --env-vars file."""
     credentials = f"AWS_ACCESS_KEY_ID={ACCESS_KEY} AWS_SECRET_ACCESS_KEY={SECRET_KEY} AWS_DEFAULT_REGION={REGION}"
+    flags = "".join(f" {shlex.quote(flag)}" for flag in sam_invoke_flags(container_host))
     return (
         f"make -s event EVENT={event} | {credentials} .venv-tools/bin/sam local invoke {function} "
-        f"-e - --env-vars {shlex.quote(_shown(env_file))} --docker-network host"
+        f"-e - --env-vars {shlex.quote(_shown(env_file))}{flags}"
     )
 
 
@@ -74,10 +82,16 @@ def run_dev() -> int:
     # Start-up runs on a thread so Ctrl-C is honoured at once, even while moto is still starting.
     starter = threading.Thread(target=_start, args=(stack, outcome), daemon=True)
     starter.start()
+    parent = os.getppid()
+
+    def orphaned() -> bool:
+        # `kill -9` of make (our parent) sends us nothing: being re-parented is the only sign.
+        return os.getppid() != parent
+
     try:
-        while starter.is_alive() and not stop.wait(0.05):
+        while starter.is_alive() and not stop.wait(0.05) and not orphaned():
             pass
-        if stop.is_set():
+        if stop.is_set() or orphaned():
             return 0
         result = outcome[0]
         if isinstance(result, StackError):
@@ -86,7 +100,7 @@ def run_dev() -> int:
         if isinstance(result, BaseException):
             raise result
         _write_json(endpoints_file, result)
-        _write_json(env_file, stack.sam_env(os.environ.get("SIGSTREAM_SAM_HOST") or "127.0.0.1"))
+        _write_json(env_file, stack.sam_env())
         lock.describe({"web_url": str(result.get("web_url", ""))})
         print("sigstream local stack is up:", flush=True)
         for key in ("web_url", "sign_url", "stream_url", "aws_endpoint_url", "upstream_base_url"):
@@ -94,10 +108,14 @@ def run_dev() -> int:
         if stack.options.persist_file:
             print(f"  local data kept in {_shown(stack.options.persist_file)} ({stack.restored_items} items loaded)")
         print(f"  endpoints written to {_shown(endpoints_file)}", flush=True)
-        print("  sam local invoke (Docker; run `make build` first), e.g.:", flush=True)
-        print("    " + sam_invoke_command("StreamFunction", "events/stream-chat-valid.json", env_file), flush=True)
+        host = stack.options.container_host or ""
+        print(f"  sam local invoke (Docker; run `make build` first; containers reach this machine at {host}):")
+        print(
+            "    " + sam_invoke_command("StreamFunction", "events/stream-chat-valid.json", env_file, host), flush=True
+        )
         print("  Ctrl-C stops", flush=True)
-        stop.wait()
+        while not stop.wait(0.2) and not orphaned():
+            pass
         return 0
     finally:
         for path in (endpoints_file, env_file):
@@ -109,9 +127,18 @@ def run_dev() -> int:
         print("sigstream local stack stopped", flush=True)
 
 
+def _container_upstream(endpoints: dict[str, Any]) -> str:
+    """The upstream as a `sam local invoke` container reaches it (sam-env.json), for SW1 events' proxy."""
+    try:
+        env = json.loads((state_dir(ROOT) / "sam-env.json").read_text())["StreamFunction"]
+        return str(env["SIGSTREAM_UPSTREAM_BASE_URL"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return str(endpoints.get("upstream_base_url", ""))
+
+
 def run_event(event_file: Path) -> int:
     """`make event`: print a freshly signed copy of an event for `sam local invoke -e -`."""
-    from local.event_prep import prepare_event
+    from local.event_prep import EventFileError, check_event, prepare_event
     from local.running_stack import NoLocalStackError, RunningStack
     from local.url_caller import url_caller
 
@@ -119,14 +146,18 @@ def run_event(event_file: Path) -> int:
         print(f"make event: no event file {event_file} (see events/README.md)", file=sys.stderr)
         return 2
     try:
+        check_event(event_file.read_bytes())
         running = RunningStack.find(ROOT)
         secrets = running.secret_values()
         caller = url_caller(running.endpoints["stream_url"])
-        proxy = f"{running.endpoints['upstream_base_url']}/chat/completions"
+        proxy = f"{_container_upstream(running.endpoints)}/chat/completions"
         sys.stdout.write(prepare_event(event_file.read_bytes(), secrets, proxy, caller).decode() + "\n")
     except NoLocalStackError as exc:
         print(f"make event: {exc}", file=sys.stderr)
         return 1
+    except EventFileError as exc:
+        print(f"make event: {event_file} is {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -23,6 +23,20 @@ Caller = Callable[[str, str, str, bytes], int]
 SEED_MESSAGE = "Seed turn for the events/ messages and delete examples."
 
 
+class EventFileError(Exception):
+    """An event file that is not a Function URL event (not JSON, not an object, fields missing)."""
+
+
+def check_event(event_bytes: bytes) -> None:
+    """Refuse, with the reason, what no function could be invoked with: anything but one JSON object."""
+    try:
+        event = json.loads(event_bytes)
+    except ValueError as exc:
+        raise EventFileError(f"not JSON ({exc})") from None
+    if not isinstance(event, dict):
+        raise EventFileError(f"a JSON {type(event).__name__}, not an event object (see events/README.md)")
+
+
 def conversation_needed(event: dict[str, object]) -> tuple[str, str] | None:
     """(subject, conversation id) a valid messages/delete event reads, else None."""
     query = str(event.get("rawQueryString") or "")
@@ -59,8 +73,12 @@ def prepare_event(
 ) -> bytes:
     """The event, re-signed now; a valid messages/delete event's conversation exists afterwards."""
     now = now or int(time.time())
-    fresh = refresh_event(event_bytes, secrets, sw1_proxy, now)
-    needed = conversation_needed(json.loads(event_bytes))
+    check_event(event_bytes)
+    try:
+        fresh = refresh_event(event_bytes, secrets, sw1_proxy, now)
+        needed = conversation_needed(json.loads(event_bytes))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a placeholder without the fields to sign
+        raise EventFileError(f"not a Function URL event with a signed URL to re-sign ({exc!r})") from None
     if needed and call is not None:
         ensure_conversation(*needed, secrets["signing-keys"], call, now)
     return fresh

@@ -30,8 +30,9 @@ class UpstreamControl:
     requests: list[dict[str, Any]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def update(self, changes: dict[str, Any]) -> None:
-        """Apply a POST /_control body; {"reset": true} clears everything first."""
+    def update(self, changes: Any) -> None:
+        """Apply a POST /_control body; {"reset": true} clears everything first. ValueError names a bad key."""
+        _check_changes(changes)
         with self.lock:
             if changes.get("reset"):
                 self.faults, self.replay, self.reply, self.requests = [], None, None, []
@@ -47,6 +48,32 @@ class UpstreamControl:
                 if fault.get("endpoint", "chat") == endpoint:
                     return self.faults.pop(index)
             return None
+
+
+_NUMBERS = {"delay_ms": False, "cut_after": True, "stall_after": True, "stall_seconds": False}  # key: null allowed
+
+
+def _check_changes(changes: Any) -> None:
+    """A typo (`delay`), a wrong type or a replay file that is not there is refused, not silently ignored."""
+    if not isinstance(changes, dict):
+        raise ValueError("the body must be a JSON object of controls (see the README's embedded upstream)")
+    known = {"reset", "faults", "replay", "reply", *_NUMBERS}
+    unknown = sorted(set(changes) - known)
+    if unknown:
+        raise ValueError(f"unknown control {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    for key, nullable in _NUMBERS.items():
+        value = changes.get(key)
+        if key in changes and not (value is None and nullable):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"{key} must be a number >= 0")
+    faults = changes.get("faults", [])
+    if not isinstance(faults, list) or not all(isinstance(f, dict) for f in faults):
+        raise ValueError("faults must be a list of objects")
+    for key in ("replay", "reply"):
+        if changes.get(key) is not None and not isinstance(changes[key], str):
+            raise ValueError(f"{key} must be a string")
+    if changes.get("replay") and not Path(changes["replay"]).is_file():
+        raise ValueError(f"replay file {changes['replay']} not found (relative paths start at {Path.cwd()})")
 
 
 def _words(text: str) -> list[str]:
@@ -168,7 +195,11 @@ class _UpstreamHandler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self._body()
         if self.path == "/_control":
-            self.server.control.update(body or {})
+            try:
+                self.server.control.update(body)
+            except ValueError as exc:
+                self._error(400, str(exc), "invalid_request_error")
+                return
             self._json(200, {"ok": True})
             return
         if self.headers.get("Authorization") != f"Bearer {self.server.api_key}":

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from local.event_prep import Caller, prepare_event
+from local.event_prep import Caller, EventFileError, check_event, prepare_event
 from local.invocation import InvocationFailed, ResponseData, ResponseEnd, ResponseStart
 from local.pool import FunctionPool
 from local.stack import LocalStack, StackOptions
@@ -176,6 +176,11 @@ def invoke_once(root: Path, function: str, event_file: Path, out: BinaryIO, err:
     if not event_file.is_file():
         err.write(f"make invoke: no event file {event_file} (the events/ folder lists them; see events/README.md)\n")
         return 2
+    try:
+        check_event(event_file.read_bytes())
+    except EventFileError as exc:
+        err.write(f"make invoke: {event_file} is {exc}\n")
+        return 2
     stack = LocalStack(StackOptions(root=root, template=root / "template.yaml", log_stream=err, function_urls=False))
     try:
         stack.start()
@@ -184,7 +189,13 @@ def invoke_once(root: Path, function: str, event_file: Path, out: BinaryIO, err:
             return 2
         stream_pool = next((p for k, p in stack.pools.items() if k.startswith("Stream")), None)
         caller = pool_caller(stream_pool, stack.pools[function].region) if stream_pool else None
-        event = prepare_event(event_file.read_bytes(), stack.secret_values(), stack.sw1_app.get("proxy", ""), caller)
+        try:
+            event = prepare_event(
+                event_file.read_bytes(), stack.secret_values(), stack.sw1_app.get("proxy", ""), caller
+            )
+        except EventFileError as exc:
+            err.write(f"make invoke: {event_file} is {exc}\n")
+            return 2
         return print_invocation(stack.pools[function], event, out, err)
     finally:
         stack.stop()

@@ -53,13 +53,25 @@ def save_snapshot(path: Path, tables: dict[str, list[dict[str, Any]]], secrets: 
     tmp.replace(path)
 
 
+def set_aside_path(path: Path) -> Path:
+    """Where an unreadable snapshot is moved, so that the next save does not overwrite the user's data."""
+    return path.with_name(path.name + ".unreadable")
+
+
 def read_snapshot(path: Path) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
-    """(tables, secrets) from a snapshot, or empty ones when there is none (or it is unreadable)."""
+    """(tables, secrets) from a snapshot, or empty ones when there is none.
+
+    An unreadable one (broken JSON, another version) is moved to set_aside_path(path) first: starting
+    empty is fine, silently replacing it with an empty snapshot at the next stop is not.
+    """
     try:
         doc = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return {}, {}
+    except (OSError, ValueError):
+        doc = None
     if not isinstance(doc, dict) or doc.get("version") != SNAPSHOT_VERSION:
+        path.replace(set_aside_path(path))
         return {}, {}
     secrets = {k: v for k, v in (doc.get("secrets") or {}).items() if k in PERSISTED_SECRET_ROLES}
     return dict(doc.get("tables") or {}), secrets

@@ -11,6 +11,8 @@ from typing import Any
 from local.template import load_template
 
 STACK_NAME = "sigstream-local"  # local.stack names resources after it
+# What `make sign` and `make event` read from endpoints.json.
+ENDPOINT_KEYS = ("aws_endpoint_url", "region", "aws_access_key_id", "aws_secret_access_key", "stream_url")
 
 
 class NoLocalStackError(Exception):
@@ -50,6 +52,9 @@ class RunningStack:
             ) from None
         except ValueError:
             raise NoLocalStackError(f"{path} is not valid JSON: restart `make dev`") from None
+        missing = [k for k in ENDPOINT_KEYS if not isinstance(endpoints, dict) or k not in endpoints]
+        if missing:
+            raise NoLocalStackError(f"{path} lacks {', '.join(missing)} (another version's?): restart `make dev`")
         return cls(root, endpoints)
 
     def client(self, service: str) -> Any:

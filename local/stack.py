@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import secrets
+import socket
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -18,6 +20,7 @@ from local.aws_proxy import AwsProxy
 from local.fake_provider import MODEL, FakeProvider
 from local.function_url import FunctionUrlServer
 from local.pool import ACCOUNT_ID, FunctionPool
+from local.relay import Relay
 from local.running_stack import STACK_NAME as RUNNING_STACK_NAME
 from local.template import FUNCTION_TYPE, FunctionSpec, Resolver, function_specs, load_template, parameter_defaults
 from local.web_server import WebServer
@@ -25,6 +28,47 @@ from local.web_server import WebServer
 STACK_NAME = RUNNING_STACK_NAME
 # The AWS SDKs' endpoint overrides, as the template declares them (empty when deployed).
 ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_SECRETS_MANAGER")
+DOCKER_HOST_NAME = "host.docker.internal"
+LOOPBACK = "127.0.0.1"
+
+
+def docker_bridge_address() -> str | None:
+    """The IPv4 address of Docker Engine's default bridge (docker0) on this machine, if there is one."""
+    import fcntl
+    import struct
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            packed = fcntl.ioctl(sock.fileno(), 0x8915, struct.pack("256s", b"docker0"))  # SIOCGIFADDR
+        except OSError:
+            return None
+    return socket.inet_ntoa(packed[20:24])
+
+
+def default_container_host() -> str:
+    """How a `sam local invoke` container reaches this machine.
+
+    SAM CLI runs it on Docker's default bridge whatever `--docker-network host` says (SAM CLI 1.170 only
+    connects other networks; aws/aws-sam-cli#4236), so 127.0.0.1 is the container itself. With Docker
+    Engine the machine is the bridge's address; Docker Desktop names it host.docker.internal.
+    """
+    return docker_bridge_address() or DOCKER_HOST_NAME
+
+
+def relays_needed(host: str | None) -> bool:
+    """A container host that is an address of this machine other than 127.0.0.1 needs listeners there."""
+    if not host or host == LOOPBACK:
+        return False
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False  # a name (host.docker.internal): Docker Desktop forwards it to the loopback itself
+    return True
+
+
+def sam_invoke_flags(host: str) -> list[str]:
+    """The `sam local invoke` options that let its container reach `host` (see default_container_host)."""
+    return ["--add-host", f"{DOCKER_HOST_NAME}:host-gateway"] if host == DOCKER_HOST_NAME else []
 
 
 class StackError(Exception):
@@ -92,6 +136,7 @@ class StackOptions:
     persist_file: Path | None = None  # moto's tables and key secrets saved here on stop, loaded on start
     # Lambda Managed Instances: invocations one environment serves at once (AWS_LAMBDA_MAX_CONCURRENCY).
     max_concurrency: int | None = None
+    container_host: str | None = None  # how `sam local invoke` containers reach this machine (sam-env.json)
 
 
 class FunctionLogs:
@@ -135,6 +180,8 @@ class LocalStack:
         self.tables: dict[str, str] = {}
         self.specs: dict[str, FunctionSpec] = {}
         self.restored_items = 0
+        self.relays: list[Relay] = []
+        self.function_urls: set[str] = set()  # every Function URL, served or not (make invoke)
         self._stopping = False
         self._lock = threading.Lock()
 
@@ -164,6 +211,13 @@ class LocalStack:
         opts = self.options
         self._check_ports()
         saved_tables, saved_secrets = persistence.read_snapshot(opts.persist_file) if opts.persist_file else ({}, {})
+        if (
+            opts.persist_file
+            and not opts.persist_file.exists()
+            and persistence.set_aside_path(opts.persist_file).exists()
+        ):
+            aside = persistence.set_aside_path(opts.persist_file)
+            self.logs("stack", f"{opts.persist_file} could not be read: starting empty, the file is kept as {aside}")
         if opts.upstream_base_url:
             self.upstream_base_url = opts.upstream_base_url.rstrip("/")
             api_key = opts.upstream_api_key or ""
@@ -188,10 +242,13 @@ class LocalStack:
             }
         )
         resolver = Resolver(self.template, params)
+        proxy = f"{self.upstream_base_url}/chat/completions"
         self.sw1_app = {
             "id": "local-app",
             "secret": saved_secrets.get("sw1-app-secret") or secrets.token_urlsafe(32),
-            "proxy": f"{self.upstream_base_url}/chat/completions",
+            "proxy": proxy,
+            # A sam local invoke container reaches the same upstream under the container host's name.
+            "allowed_proxies": sorted({proxy, self.container_url(proxy)}),
             "headers": {"authorization": f"Bearer {api_key}"},
         }
         with self._lock:
@@ -203,6 +260,7 @@ class LocalStack:
             self._step()
             raise StackError(f"moto server did not start: {exc}") from exc
         self._step()
+        self._start_relays()
         values = {"provider-key": api_key, "sw1-apps": json.dumps({"apps": [self.sw1_app]})}
         if "signing-keys" in saved_secrets:
             values["signing-keys"] = saved_secrets["signing-keys"]
@@ -224,6 +282,7 @@ class LocalStack:
                     ports[logical_id] = opts.ports.function_url(len(ports)) if opts.ports else free_port()
                     url = f"http://127.0.0.1:{ports[logical_id]}/"
                     resolver.attributes[(f"{logical_id}Url", "FunctionUrl")] = url
+                    self.function_urls.add(url)
             elif res.get("Type") == "AWS::Serverless::LayerVersion":
                 resolver.refs[logical_id] = f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:layer:{logical_id}:1"
         credentials = {ACCESS_KEY: SECRET_KEY}
@@ -250,6 +309,29 @@ class LocalStack:
                 self.web = WebServer(opts.web_dir, self, port=opts.ports.web if opts.ports else 0)
         return self.endpoints()
 
+    def _start_relays(self) -> None:
+        """Listen on the container host too (for moto and the embedded upstream), when it is an address here."""
+        host = self.options.container_host
+        if not relays_needed(host) or host is None or self.moto is None:
+            return
+        ports = [self.moto.port] + ([int(self.upstream.server_address[1])] if self.upstream else [])
+        for port in ports:
+            try:
+                relay = Relay(("tcp", host, port), ("tcp", LOOPBACK, port))
+            except OSError as exc:
+                raise StackError(
+                    f"cannot listen on {host}:{port} for sam local invoke containers ({exc.strerror}); "
+                    "set SIGSTREAM_SAM_HOST to an address of this machine (see the README)"
+                ) from None
+            with self._lock:
+                self._step()
+                self.relays.append(relay.start())
+
+    def container_url(self, url: str) -> str:
+        """A loopback URL of this stack as a `sam local invoke` container reaches it."""
+        host = self.options.container_host or LOOPBACK
+        return url.replace(f"//{LOOPBACK}:", f"//{host}:")
+
     def endpoints(self) -> dict[str, Any]:
         """The `.local/endpoints.json` document."""
         doc: dict[str, Any] = {
@@ -274,12 +356,13 @@ class LocalStack:
         client = self.moto.client("secretsmanager")
         return {role: client.get_secret_value(SecretId=arn)["SecretString"] for role, arn in self.secret_arns.items()}
 
-    def sam_env(self, host: str = "127.0.0.1") -> dict[str, dict[str, str]]:
+    def sam_env(self) -> dict[str, dict[str, str]]:
         """A `sam local invoke --env-vars` file: each function's variables as this stack sets them.
 
         Every variable the template declares gets the local value (real resource names and ARNs, the
-        Stream URL, the upstream), and the endpoint overrides point at moto; `host` is how a container
-        reaches this machine (127.0.0.1 with `--docker-network host`).
+        Stream URL, the upstream), and the endpoint overrides point at moto. What the function connects
+        to is named as the container reaches it (`container_url`); the Function URLs stay as they are:
+        the Sign function hands them to clients on this machine.
         """
         endpoint = self.moto.endpoint if self.moto else ""
         doc: dict[str, dict[str, str]] = {}
@@ -287,7 +370,7 @@ class LocalStack:
             env = dict(spec.environment)
             if "AWS_ENDPOINT_URL" in env:
                 env["AWS_ENDPOINT_URL"] = endpoint
-            doc[logical_id] = {k: v.replace("//127.0.0.1:", f"//{host}:") for k, v in env.items()}
+            doc[logical_id] = {k: v if v in self.function_urls else self.container_url(v) for k, v in env.items()}
         return doc
 
     def snapshot(self) -> None:
@@ -310,6 +393,9 @@ class LocalStack:
             web, self.web = self.web, None
             proxy, self.aws_proxy = self.aws_proxy, None
             upstream, self.upstream = self.upstream, None
+            relays, self.relays = self.relays, []
+        for relay in relays:
+            relay.stop()
         # Environments first (SIGKILL, as Lambda ends them), so no runtime sees its Runtime API go away.
         for pool in pools:
             pool.close()
@@ -349,6 +435,7 @@ def options_from_env(root: Path, log_stream: TextIO | None = sys.stdout, state_d
     concurrency = os.environ.get("AWS_LAMBDA_MAX_CONCURRENCY", "").strip()
     if concurrency and not (concurrency.isdigit() and int(concurrency) >= 1):
         raise StackError(f"AWS_LAMBDA_MAX_CONCURRENCY must be a positive integer, not {concurrency!r}")
+    container_host = os.environ.get("SIGSTREAM_SAM_HOST", "").strip() or default_container_host()
     return StackOptions(
         root=root,
         template=root / "template.yaml",
@@ -361,4 +448,5 @@ def options_from_env(root: Path, log_stream: TextIO | None = sys.stdout, state_d
         ports=Ports(int(base)) if base else None,
         persist_file=state / "data" / "moto-state.json" if persist else None,
         max_concurrency=int(concurrency) if concurrency else None,
+        container_host=container_host,
     )

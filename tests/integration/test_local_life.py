@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from local.stack import LocalStack
 from tests.conftest import ROOT
 from tests.helpers import http
 from tests.helpers import sign as sign_request
@@ -97,6 +98,17 @@ def test_ctrl_c_during_start_up_stops_at_once_without_tracebacks(tmp_path: Path,
     _assert_clean_stop(dev, elapsed)
 
 
+@pytest.mark.parametrize("delay", [0.05, 0.1, 0.2])
+def test_ctrl_c_while_the_modules_still_load_is_quiet(tmp_path: Path, delay: float) -> None:
+    """The first fraction of a second is spent importing boto3 and moto: Ctrl-C there is no traceback either."""
+    dev = Dev(tmp_path)
+    time.sleep(delay)
+    elapsed = dev.ctrl_c()
+    assert "Traceback" not in dev.text() and "KeyboardInterrupt" not in dev.text(), dev.text()[-3000:]
+    assert elapsed < STOP_DEADLINE
+    assert not (tmp_path / "endpoints.json").exists()
+
+
 def test_ctrl_c_when_idle_stops_everything_within_two_seconds(tmp_path: Path) -> None:
     dev = Dev(tmp_path)
     endpoints = dev.endpoints()
@@ -153,6 +165,59 @@ def test_a_killed_make_dev_leaves_no_moto_server_behind(tmp_path: Path) -> None:
         raise AssertionError("moto server outlived the killed make dev")
     if _group_alive(dev.proc.pid):  # tidy up whatever else of the killed stack is left
         os.killpg(dev.proc.pid, signal.SIGKILL)
+
+
+def _stack_processes(state: Path) -> list[str]:
+    """Processes of a local stack whose state dir is `state` (the dev process and its moto server)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes()
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if f"SIGSTREAM_LOCAL_STATE_DIR={state}".encode() in environ.split(b"\0") and "python" in cmdline:
+            found.append(f"{proc.name} {cmdline}")
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_make_dev_killed_by_pid_takes_the_whole_stack_with_it(tmp_path: Path, sig: signal.Signals) -> None:
+    """`kill <pid of make>` (a supervisor, an IDE's stop button, `Popen.terminate()`) signals make alone,
+    not its process group: the stack must not live on, orphaned, holding the lock and the ports.
+    """
+    env = {**ENV, "SIGSTREAM_LOCAL_STATE_DIR": str(tmp_path)}
+    make = subprocess.Popen(
+        ["make", "-s", "dev"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "endpoints.json").exists():
+            assert make.poll() is None and time.monotonic() < deadline, "make dev did not come up"
+            time.sleep(0.05)
+        endpoints = json.loads((tmp_path / "endpoints.json").read_text())
+        os.kill(make.pid, sig)
+        make.wait(timeout=10)
+        deadline = time.monotonic() + 5
+        while _stack_processes(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _stack_processes(tmp_path) == [], "the stack outlived make dev"
+        assert not (tmp_path / "endpoints.json").exists(), "a stopped stack leaves no endpoints file"
+        host, port = endpoints["stream_url"].split("//")[1].rstrip("/").split(":")
+        with socket.socket() as sock:
+            assert sock.connect_ex((host, int(port))) != 0, "the Stream URL is still served"
+    finally:
+        for line in _stack_processes(tmp_path):
+            os.kill(int(line.split()[0]), signal.SIGKILL)
+        if _group_alive(make.pid):
+            os.killpg(make.pid, signal.SIGKILL)
 
 
 def _group_alive(pgid: int) -> bool:
@@ -281,6 +346,39 @@ def test_missing_stack_or_event_is_one_line_saying_what_to_do(tmp_path: Path, ar
     assert result.stdout == ""
 
 
+_MALFORMED = [("{not json", "is not JSON"), ("[]", "is a JSON list, not an event object")]
+_UNSIGNABLE = ('{"rawQueryString": "sig=local-resign&sub=u"}', "not a Function URL event with a signed URL to re-sign")
+
+
+@pytest.mark.parametrize(
+    "command,content,reason",
+    [
+        *(("event", c, r) for c, r in _MALFORMED),  # refused before looking for a stack
+        *(("invoke", c, r) for c, r in [*_MALFORMED, _UNSIGNABLE]),  # the last one only once it re-signs
+    ],
+)
+def test_a_malformed_event_file_is_one_line_not_a_traceback(
+    tmp_path: Path, command: str, content: str, reason: str
+) -> None:
+    event = tmp_path / "event.json"
+    event.write_text(content)
+    args = ["event", str(event)] if command == "event" else ["invoke", "StreamFunction", str(event)]
+    result = subprocess.run(
+        [sys.executable, "-m", "local", *args],
+        cwd=ROOT,
+        env={**ENV, "SIGSTREAM_LOCAL_STATE_DIR": str(tmp_path / "state")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr, result.stderr[-2000:]
+    mine = [line for line in result.stderr.splitlines() if line.startswith(f"make {command}:")]
+    assert len(mine) == 1 and str(event) in mine[0] and reason in mine[0], result.stderr[-2000:]
+    assert result.stdout.strip() == ""
+
+
 def test_make_sign_with_a_stale_endpoints_file_says_the_stack_is_gone(tmp_path: Path) -> None:
     port = _free_base()
     (tmp_path / "endpoints.json").write_text(
@@ -306,3 +404,91 @@ def test_make_sign_with_a_stale_endpoints_file_says_the_stack_is_gone(tmp_path: 
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "does not answer" in lines[0] and "make dev" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("command", [["sign", "user-1"], ["event", "events/stream-chat-valid.json"]])
+def test_an_endpoints_file_missing_fields_is_one_line(tmp_path: Path, command: list[str]) -> None:
+    (tmp_path / "endpoints.json").write_text(json.dumps({"aws_endpoint_url": "http://127.0.0.1:9"}))
+    result = subprocess.run(
+        [sys.executable, "-m", "local", *command],
+        cwd=ROOT,
+        env={**ENV, "SIGSTREAM_LOCAL_STATE_DIR": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "lacks region" in lines[0] and "restart `make dev`" in lines[0], result.stderr
+
+
+@pytest.mark.parametrize(
+    "body,named",
+    [
+        (b'{"delay": 200}', "unknown control delay"),  # the README's key is delay_ms
+        (b'{"delay_ms": "fast"}', "delay_ms must be a number"),
+        (b'{"replay": "tests/fixtures/recorded/openai-sse/no-such.sse"}', "replay file"),
+        (b'{"faults": {"status": 429}}', "faults must be a list"),
+        (b"not json", "JSON object"),
+    ],
+)
+def test_the_upstream_controls_refuse_what_they_would_ignore_or_crash_on(
+    app_stack: LocalStack, body: bytes, named: str
+) -> None:
+    """The README's curl controls: a typo is a 400 naming it, not {"ok": true} and a traceback wall later."""
+    control = app_stack.endpoints()["upstream_base_url"].removesuffix("/v1") + "/_control"
+    status, _, data = http("POST", control, body)
+    assert status == 400, data
+    assert named in json.loads(data)["error"]["message"]
+    assert http("POST", control, b'{"reset": true, "delay_ms": 0}')[0] == 200  # the real keys still work
+
+
+def test_sam_env_names_the_stack_as_a_container_reaches_it(tmp_path: Path) -> None:
+    """SAM CLI's container sits on Docker's bridge: 127.0.0.1 there is the container. With an address of
+    this machine as the container host (docker0's; 127.0.0.2 stands in), moto and the upstream answer there
+    too, sam-env.json names them there, and the printed line carries no (ignored) --docker-network host.
+    """
+    dev = Dev(tmp_path, SIGSTREAM_SAM_HOST="127.0.0.2")
+    endpoints = dev.endpoints()
+    try:
+        env = json.loads((tmp_path / "sam-env.json").read_text())
+        moto_port = endpoints["aws_endpoint_url"].rsplit(":", 1)[1]
+        upstream = endpoints["upstream_base_url"].replace("127.0.0.1", "127.0.0.2")
+        for function in ("StreamFunction", "SignFunction"):
+            assert env[function]["AWS_ENDPOINT_URL"] == f"http://127.0.0.2:{moto_port}"
+        assert env["StreamFunction"]["SIGSTREAM_UPSTREAM_BASE_URL"] == upstream
+        assert env["SignFunction"]["SIGSTREAM_STREAM_URL"] == endpoints["stream_url"]  # handed to clients here
+        status, _, models = http("GET", upstream + "/models")  # through make dev's listener on 127.0.0.2
+        assert status == 200 and b"local-echo-1" in models
+        import boto3
+
+        tables = boto3.client(
+            "dynamodb",
+            endpoint_url=env["StreamFunction"]["AWS_ENDPOINT_URL"],
+            region_name="us-east-1",
+            aws_access_key_id=endpoints["aws_access_key_id"],
+            aws_secret_access_key=endpoints["aws_secret_access_key"],
+        ).list_tables()["TableNames"]
+        assert env["StreamFunction"]["SIGSTREAM_TABLE"] in tables
+        line = next(x for x in dev.text().splitlines() if "sam local invoke StreamFunction" in x)
+        assert "--docker-network" not in line
+        assert line.rstrip().endswith(f"--env-vars {tmp_path / 'sam-env.json'}")  # and nothing after it
+    finally:
+        elapsed = dev.ctrl_c()
+    _assert_clean_stop(dev, elapsed)
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.2", int(moto_port))) != 0, "the container-side listener outlived the stack"
+
+
+def test_with_docker_desktop_s_name_the_line_adds_the_host(tmp_path: Path) -> None:
+    dev = Dev(tmp_path, SIGSTREAM_SAM_HOST="host.docker.internal")
+    endpoints = dev.endpoints()
+    try:
+        env = json.loads((tmp_path / "sam-env.json").read_text())
+        port = endpoints["aws_endpoint_url"].rsplit(":", 1)[1]
+        assert env["StreamFunction"]["AWS_ENDPOINT_URL"] == f"http://host.docker.internal:{port}"
+        line = next(x for x in dev.text().splitlines() if "sam local invoke StreamFunction" in x)
+        assert line.rstrip().endswith("--add-host host.docker.internal:host-gateway")
+    finally:
+        _assert_clean_stop(dev, dev.ctrl_c())

@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 from local.aws import ACCESS_KEY, REGION, SECRET_KEY
-from local.stack import LocalStack, StackOptions
+from local.stack import LocalStack, StackOptions, sam_invoke_flags
 from tests.conftest import ROOT
 from tests.rie.harness import (
+    BRIDGE_ADDRESS,
     TOOLS_PYTHON,
     PrerequisiteError,
     RieFunction,
@@ -104,7 +105,11 @@ def rie_stack(rie_ready: None) -> Iterator[LocalStack]:
     """
     stack = LocalStack(
         StackOptions(
-            root=ROOT, template=ROOT / "template.yaml", log_stream=io.StringIO(), parameters={"RateLimit": "1000"}
+            root=ROOT,
+            template=ROOT / "template.yaml",
+            log_stream=io.StringIO(),
+            parameters={"RateLimit": "1000"},
+            container_host=BRIDGE_ADDRESS,  # as make dev finds docker0's address
         )
     )
     stack.start()
@@ -130,9 +135,11 @@ StartFunction = Callable[..., RieFunction]
 def start_function(
     built: Path, runtime_image: RuntimeImage, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[StartFunction]:
-    """start_function(name, env_vars=, debug_port=, extra_env=, template=) -> a running container, stopped at the end.
+    """start_function(name, env_vars=, debug_port=, extra_env=, template=, network_flags=) -> a running container.
 
     The template is the `sam build` output unless another is given (SAM runs an unbuilt one from its CodeUri).
+    The network is what SAM makes of `network_flags` (default: the flags the line `make dev` prints has).
+    Containers are stopped at the end of the session.
     """
     started: list[RieFunction] = []
 
@@ -143,9 +150,11 @@ def start_function(
         extra_env: dict[str, str] | None = None,
         shell: dict[str, str] | None = None,
         template: Path | None = None,
+        network_flags: list[str] | None = None,
     ) -> RieFunction:
         template = template or built / "build" / "template.yaml"
-        config = sam_config(template, function, env_vars, debug_port, shell or SHELL)
+        flags = sam_invoke_flags(BRIDGE_ADDRESS) if network_flags is None else network_flags
+        config = sam_config(template, function, env_vars, debug_port, shell or SHELL, flags)
         container = RieFunction(
             runtime_image,
             config,

@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
@@ -39,7 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from local.relay import Relay
+
 ROOT = Path(__file__).resolve().parents[2]
+# This machine's address on the stand-in for Docker's bridge (docker0's role): a container reaches the
+# machine here, and only here. Any 127/8 address is this machine's without configuration.
+BRIDGE_ADDRESS = "127.0.0.2"
+RIE_PORT = 8080  # the container port SAM publishes
 TOOLS_PYTHON = ROOT / ".venv-tools" / "bin" / "python"
 INVOKE_PATH = "/2015-03-31/functions/function/invocations"
 PRELUDE_SEPARATOR = b"\x00" * 8
@@ -96,8 +103,10 @@ def check_unshare() -> None:
     """A private mount namespace must be available (see unshare_command)."""
     if shutil.which("unshare") is None:
         raise PrerequisiteError("unshare (util-linux) is not installed")
+    if shutil.which("ip") is None:
+        raise PrerequisiteError("ip (iproute2) is not installed: a container's loopback is brought up with it")
     probe = subprocess.run(
-        [*unshare_command(), "mount", "-t", "tmpfs", "tmpfs", "/mnt"],
+        [*unshare_command(network=True), "sh", "-c", "mount -t tmpfs tmpfs /mnt && ip link set lo up"],
         capture_output=True,
         text=True,
         check=False,
@@ -106,12 +115,13 @@ def check_unshare() -> None:
         raise PrerequisiteError(f"cannot create a private mount namespace: {probe.stderr.strip()}")
 
 
-def unshare_command() -> list[str]:
+def unshare_command(network: bool = False) -> list[str]:
     """Private mount and PID namespaces (as a container has): when the RIE goes, every runtime process goes.
 
-    As root, no user namespace, so the LMI-mode RIE can switch the runtime to uid 993 as Lambda does.
+    `network`: a network namespace of its own too, as a container on a Docker bridge has (127.0.0.1 is
+    the container). As root, no user namespace, so the LMI-mode RIE can switch the runtime to uid 993.
     """
-    spaces = ["--mount", "--pid", "--fork", "--kill-child=SIGKILL", "--mount-proc"]
+    spaces = ["--mount", "--pid", "--fork", "--kill-child=SIGKILL", "--mount-proc", *(["--net"] if network else [])]
     if os.geteuid() != 0:
         spaces.append("--map-root-user")
     return ["unshare", *spaces, "--"]
@@ -130,8 +140,12 @@ def sam_config(
     env_vars: Path | None = None,
     debug_port: int | None = None,
     shell_env: dict[str, str] | None = None,
+    network_flags: list[str] | None = None,
 ) -> dict[str, Any]:
-    """What SAM CLI would configure for this function's container (see sam_invoke_config.py)."""
+    """What SAM CLI would configure for this function's container (see sam_invoke_config.py).
+
+    `network_flags`: `sam local invoke`'s --docker-network / --add-host options, as a user passes them.
+    """
     if not TOOLS_PYTHON.exists():
         raise PrerequisiteError(f"{TOOLS_PYTHON} missing: `make test` installs .venv-tools")
     cmd = [str(TOOLS_PYTHON), str(Path(__file__).with_name("sam_invoke_config.py")), str(template), function]
@@ -139,6 +153,7 @@ def sam_config(
         cmd += ["--env-vars", str(env_vars)]
     if debug_port:
         cmd += ["--debug-port", str(debug_port)]
+    cmd += network_flags or []
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": os.environ.get("HOME", "/tmp"),
@@ -269,8 +284,26 @@ class RieResponse:
         return out
 
 
+def bridge_ports(env: dict[str, str], names: dict[str, str]) -> list[int]:
+    """Ports of the URLs in a container's environment that name this machine's bridge address."""
+    hosts = {BRIDGE_ADDRESS} | {name for name, ip in names.items() if ip in ("host-gateway", BRIDGE_ADDRESS)}
+    found = set()
+    for value in env.values():
+        for host, port in re.findall(r"//([A-Za-z0-9.\-]+):(\d+)", value):
+            if host in hosts:
+                found.add(int(port))
+    return sorted(found)
+
+
 class RieFunction:
-    """One function's container: `unshare` + mounts + the RIE with SAM's entry point and environment."""
+    """One function's container: `unshare` + mounts + the RIE with SAM's entry point and environment.
+
+    The network is the one SAM asks Docker for (config["network"]). On a bridge (what `sam local invoke`
+    gets unless SAM sets host networking) the container has a network namespace of its own: 127.0.0.1
+    is the container, the RIE's 8080 is published to a host port, and this machine is reachable only at
+    its bridge address (BRIDGE_ADDRESS here, docker0's on a Docker host; `host-gateway` names it), on
+    the ports the environment names. Unix sockets in the workdir carry both ways across the namespace.
+    """
 
     def __init__(
         self,
@@ -289,17 +322,11 @@ class RieFunction:
         entry = list(config["entrypoint"])
         if os.environ.get("SAM_CLI_RIE_DEV") == "1":  # SAM's own switch for the RIE's debug log
             entry = [("debug" if arg == "error" else arg) for arg in entry]
-        # SAM maps the container's 8080 to a host port; here the RIE listens on a free loopback port.
-        argv = [
-            entry[0],
-            "--runtime-interface-emulator-address",
-            f"127.0.0.1:{self.port}",
-            "--runtime-api-address",
-            f"127.0.0.1:{self.api_port}",
-            *entry[1:],
-        ]
+        network = config.get("network") or {"mode": "host", "extra_hosts": {}}
+        self.isolated = network["mode"] != "host"
+        self.relays: list[Relay] = []
         env = {**IMAGE_ENV, **config["env"], **(extra_env or {})}
-        plan = {
+        plan: dict[str, Any] = {
             "scratch": str(workdir / "scratch"),
             "mounts": [
                 [str(image.root / "lang"), "/var/lang", True],
@@ -309,21 +336,63 @@ class RieFunction:
                 [config["code_dir"], "/var/task", True],
             ],
             "cwd": "/var/task",
-            "argv": argv,
             "env": env,
         }
+        if self.isolated:
+            # As in the container: the RIE's defaults (8080, and 9001 for the Runtime API) in its own namespace.
+            plan["argv"] = entry
+            sockets = workdir / "sockets"
+            sockets.mkdir(exist_ok=True)
+            names = {k: (BRIDGE_ADDRESS if v == "host-gateway" else v) for k, v in network["extra_hosts"].items()}
+            out = [[BRIDGE_ADDRESS, port, str(sockets / f"out-{port}.sock")] for port in bridge_ports(env, names)]
+            for _, port, path in out:  # container -> this machine's bridge address, as Docker routes it
+                self.relays.append(Relay(("unix", path), ("tcp", BRIDGE_ADDRESS, port)).start())
+            self._published = sockets / "rie.sock"
+            plan["network"] = {
+                "relay_path": str(ROOT),
+                "hosts": names,
+                "out": out,
+                "published": [str(self._published), RIE_PORT],
+            }
+        else:  # host networking: the RIE on free loopback ports of this machine
+            plan["argv"] = [
+                entry[0],
+                "--runtime-interface-emulator-address",
+                f"127.0.0.1:{self.port}",
+                "--runtime-api-address",
+                f"127.0.0.1:{self.api_port}",
+                *entry[1:],
+            ]
         plan_file = workdir / "plan.json"
         plan_file.write_text(json.dumps(plan))
         self.log_path = workdir / "rie.log"
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [*unshare_command(), sys.executable, str(Path(__file__).with_name("sandbox.py")), str(plan_file)],
+            [
+                *unshare_command(network=self.isolated),
+                sys.executable,
+                str(Path(__file__).with_name("sandbox.py")),
+                str(plan_file),
+            ],
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        if self.isolated:
+            self._publish()
         self._wait_listening()
+
+    def _publish(self, timeout: float = 30.0) -> None:
+        """Docker's port publishing: a host port to the container's 8080 (once the RIE listens there)."""
+        deadline = time.monotonic() + timeout
+        while not self._published.exists():
+            if self.process.poll() is not None:
+                raise RuntimeError(f"RIE exited ({self.process.returncode}): {self.logs()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"RIE not listening after {timeout}s: {self.logs()[-3000:]}")
+            time.sleep(0.05)
+        self.relays.append(Relay(("tcp", "127.0.0.1", self.port), ("unix", str(self._published))).start())
 
     def _wait_listening(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -359,9 +428,11 @@ class RieFunction:
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
     def stop(self) -> None:
-        """Stop the container (the whole process group: RIE, runtime, workers)."""
+        """Stop the container (the whole process group: RIE, runtime, workers) and its network relays."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, 9)
         self.process.wait(timeout=10)
+        for relay in self.relays:
+            relay.stop()
         if not self._log.closed:
             self._log.close()

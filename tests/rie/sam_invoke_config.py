@@ -6,6 +6,10 @@ overrides, shell values, credentials), and the container entry point from Lambda
 the one `-d` / `--debug-port` switches to). Usage:
 
     sam_invoke_config.py TEMPLATE FUNCTION [--env-vars FILE] [--debug-port N] [--parameter-overrides K=V ...]
+        [--docker-network NAME] [--add-host NAME:IP ...]
+
+The network comes from SAM's Container.create too: the Docker API arguments it would send (network
+mode, extra hosts, networks it connects) are recorded by a stand-in Docker client instead of sent.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ def main() -> int:
     parser.add_argument("--env-vars")
     parser.add_argument("--debug-port", type=int)
     parser.add_argument("--parameter-overrides", nargs="*", default=[])
+    parser.add_argument("--docker-network")
+    parser.add_argument("--add-host", action="append", default=[])
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # SAM warns about Docker and telemetry; only the JSON matters here
 
@@ -70,9 +76,64 @@ def main() -> int:
         "layers": [os.path.join(cwd, layer.codeuri) for layer in config.layers],
         "timeout": config.timeout,
         "memory": config.memory,
+        "network": container_network(args.docker_network, args.add_host, config.code_abs_path, env, config.memory),
     }
     print(json.dumps(doc))
     return 0
+
+
+class _RecordingDocker:
+    """The two Docker API calls Container.create makes, recorded instead of sent."""
+
+    def __init__(self) -> None:
+        self.create_kwargs: dict[str, object] = {}
+        self.connected: list[str] = []
+        self.containers = self.networks = self
+
+    def create(self, image: str, **kwargs: object) -> object:
+        self.create_kwargs = kwargs
+        return type("Created", (), {"id": "recorded"})()
+
+    def get(self, network: str) -> object:
+        return type("Network", (), {"connect": lambda _self, _id: self.connected.append(network)})()
+
+
+def container_network(
+    docker_network: str | None, add_hosts: list[str], code_dir: str, env: dict[str, str], memory: int
+) -> dict[str, object]:
+    """{"mode", "extra_hosts", "connected", "mem_limit"}: what `sam local invoke` asks Docker for.
+
+    ContainerManager.run sets `network_id` from --docker-network and calls create(); --add-host values
+    go through SAM's own option type.
+    """
+    import click
+    from samcli.cli.types import DockerAdditionalHostType
+    from samcli.local.docker.container import Container, ContainerContext
+
+    option = click.Option(["--add-host"])
+    extra_hosts: dict[str, str] = {}
+    for value in add_hosts:
+        extra_hosts.update(DockerAdditionalHostType().convert(value, option, None))
+    docker = _RecordingDocker()
+    container = Container(
+        "image",
+        [],
+        "/var/task",
+        code_dir,
+        memory_limit_mb=memory,
+        env_vars=env,
+        docker_client=docker,
+        extra_hosts=extra_hosts or None,
+    )
+    container.network_id = docker_network
+    container.create(ContainerContext.INVOKE)
+    kwargs = docker.create_kwargs
+    return {
+        "mode": kwargs.get("network_mode") or "bridge",  # Docker's default: the container's own namespace
+        "extra_hosts": kwargs.get("extra_hosts") or {},
+        "connected": docker.connected,
+        "mem_limit": kwargs.get("mem_limit"),
+    }
 
 
 if __name__ == "__main__":

@@ -46,13 +46,14 @@ def test_stream_function_names_a_secret_that_does_not_exist(
     start_function: StartFunction, rie_stack: LocalStack, tmp_path: Path
 ) -> None:
     """Only the endpoint set: the secrets are the template's logical ids, as SAM resolves `!Ref` locally."""
-    env = write_env_file(tmp_path, {"Parameters": {"AWS_ENDPOINT_URL": rie_stack.moto.endpoint}})  # type: ignore[union-attr]
+    endpoint = rie_stack.container_url(rie_stack.moto.endpoint)  # type: ignore[union-attr]
+    env = write_env_file(tmp_path, {"Parameters": {"AWS_ENDPOINT_URL": endpoint}})
     container = start_function("StreamFunction", env)
     answer = container.invoke(_event(rie_stack, "stream-chat-valid.json"))
     _refused_quietly(answer, 503, "service_unavailable", "SigningKeysSecret", "ResourceNotFound")
     (failure,) = _log_lines(container, "request failed")
     assert "'SigningKeysSecret'" in str(failure["cause"]) and "ResourceNotFoundException" in str(failure["cause"])
-    assert rie_stack.moto.endpoint in str(failure["cause"])  # type: ignore[union-attr]
+    assert endpoint in str(failure["cause"])
 
 
 def test_stream_function_names_a_table_that_does_not_exist(

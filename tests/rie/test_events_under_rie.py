@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from local.url_caller import url_caller
 from tests.conftest import ROOT
 from tests.helpers import event_table, sse_events, sse_text
 from tests.rie.conftest import StartFunction, no_mount_leaked
-from tests.rie.harness import RieFunction, RieResponse
+from tests.rie.harness import RieFunction, RieResponse, sam_config
 
 TABLE = event_table()
 # Deletes run before the messages events: those must still work (prepare_event re-creates the conversation).
@@ -39,7 +40,8 @@ def containers(start_function: StartFunction, sam_env_file: Path) -> dict[str, R
 def _prepared(stack: LocalStack, name: str) -> bytes:
     secrets = stack.secret_values()
     call = url_caller(stack.endpoints()["stream_url"])
-    return prepare_event((ROOT / "events" / name).read_bytes(), secrets, stack.sw1_app["proxy"], call)
+    proxy = stack.container_url(stack.sw1_app["proxy"])  # as make event signs it: the container's upstream
+    return prepare_event((ROOT / "events" / name).read_bytes(), secrets, proxy, call)
 
 
 def _content_type(headers: dict[str, str]) -> str:
@@ -98,12 +100,40 @@ def test_a_cold_container_per_invoke_as_sam_local_invoke_runs_it(
     assert no_mount_leaked()  # the sandbox's /var/task never reached the host's mount table
 
 
+def test_the_line_make_dev_prints_reaches_the_stack_from_its_container(
+    start_function: StartFunction, sam_env_file: Path, rie_stack: LocalStack
+) -> None:
+    """The printed `sam local invoke` line, flag for flag: the network is what SAM CLI makes of its flags."""
+    from local.__main__ import sam_invoke_command
+
+    host = rie_stack.options.container_host or ""
+    line = sam_invoke_command("StreamFunction", "events/stream-chat-valid.json", sam_env_file, host)
+    args = shlex.split(line.split(" | ", 1)[1])
+    invoke = args[args.index("invoke") + 1 :]
+    assert invoke[:3] == ["StreamFunction", "-e", "-"] and invoke[3:5] == ["--env-vars", str(sam_env_file)]
+    container = start_function("StreamFunction", sam_env_file, network_flags=invoke[5:])
+    assert container.isolated  # SAM CLI gives it Docker's bridge: 127.0.0.1 is the container itself
+    answer = container.invoke(_prepared(rie_stack, "stream-chat-valid.json"))
+    assert answer.status == 200, (answer.body[:500], container.logs()[-3000:])
+    assert sse_text(answer.body).startswith("Echo (")
+
+
+def test_sam_cli_ignores_docker_network_host(built: Path) -> None:
+    """Why the line has no `--docker-network host`: SAM CLI 1.170 skips "host" (it only connects other
+    networks; aws/aws-sam-cli#4236), so the container still gets the bridge. If this fails, SAM gives host
+    networking again and 127.0.0.1 in sam-env.json would work.
+    """
+    config = sam_config(built / "build" / "template.yaml", "StreamFunction", network_flags=["--docker-network", "host"])
+    assert config["network"]["mode"] == "bridge" and config["network"]["connected"] == []
+
+
 def test_the_environment_is_samcli_s_own(containers: dict[str, RieFunction], rie_stack: LocalStack) -> None:
     """What SAM computed: template values overridden by the env file, layers at /opt, code at /var/task."""
     stream, sign = containers["StreamFunction"].config, containers["SignFunction"].config
     assert stream["env"]["AWS_LAMBDA_EXEC_WRAPPER"] == "/opt/sigstream-runtime"
     assert stream["env"]["SIGSTREAM_TABLE"] == rie_stack.tables["HistoryTable"]
-    assert stream["env"]["AWS_ENDPOINT_URL"] == rie_stack.moto.endpoint  # type: ignore[union-attr]
+    assert stream["env"]["AWS_ENDPOINT_URL"] == rie_stack.container_url(rie_stack.moto.endpoint)  # type: ignore[union-attr]
+    assert stream["network"]["mode"] == "bridge" and containers["StreamFunction"].isolated  # SAM's own answer
     assert stream["env"]["AWS_SAM_LOCAL"] == "true" and stream["env"]["AWS_ACCESS_KEY_ID"] == ACCESS_KEY
     assert sign["env"]["SIGSTREAM_STREAM_URL"] == rie_stack.endpoints()["stream_url"]
     assert stream["entrypoint"] == ["/var/rapid/aws-lambda-rie", "--log-level", "error"]

@@ -17,8 +17,15 @@ from awslambdaric.lambda_runtime_marshaller import to_json
 
 from local import persistence
 from local.event_prep import conversation_needed, ensure_conversation, prepare_event
+from local.relay import Relay
 from local.resign import refresh_event
-from local.stack import Ports
+from local.stack import (
+    Ports,
+    default_container_host,
+    docker_bridge_address,
+    relays_needed,
+    sam_invoke_flags,
+)
 from sigstream.adapters.aws_client import SECRETS_MANAGER, AwsServiceError, client_from_environment
 from sigstream.adapters.secret_cache import SecretCache
 from sigstream.core.errors import ServiceUnavailableError
@@ -232,6 +239,52 @@ def test_snapshot_round_trip_and_unreadable_snapshots_are_ignored(tmp_path: Path
     persistence.save_snapshot(path, {"HistoryTable": [{"pk": {"S": "a"}}]}, {"signing-keys": KEYS, "other": "x"})
     tables, secrets = persistence.read_snapshot(path)
     assert tables == {"HistoryTable": [{"pk": {"S": "a"}}]} and secrets == {"signing-keys": KEYS}
-    path.write_text("{broken")
-    assert persistence.read_snapshot(path) == ({}, {})
+    for unreadable in ("{broken", '{"version": 99, "tables": {"HistoryTable": []}}'):
+        path.write_text(unreadable)
+        assert persistence.read_snapshot(path) == ({}, {})
+        # Kept aside, not overwritten by the empty snapshot the next stop saves.
+        assert not path.exists() and persistence.set_aside_path(path).read_text() == unreadable
     assert persistence.read_snapshot(tmp_path / "missing.json") == ({}, {})
+
+
+def test_the_container_host_decides_listeners_and_sam_flags() -> None:
+    """SAM CLI's containers sit on Docker's bridge: an address of this machine (docker0's) needs relays,
+    host.docker.internal needs SAM's --add-host (Docker Engine does not define the name), loopback neither.
+    """
+    assert relays_needed("172.17.0.1") and relays_needed("127.0.0.2")
+    assert not relays_needed("127.0.0.1") and not relays_needed("host.docker.internal") and not relays_needed(None)
+    assert sam_invoke_flags("host.docker.internal") == ["--add-host", "host.docker.internal:host-gateway"]
+    assert sam_invoke_flags("172.17.0.1") == []
+    assert default_container_host() in (docker_bridge_address(), "host.docker.internal")
+
+
+def test_a_relay_pipes_both_ways_and_stops_at_once(tmp_path: Path) -> None:
+    """TCP -> Unix socket -> TCP, as make dev (bridge address) and tests/rie (namespace edge) chain them."""
+    import socket
+    import time
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        path = str(tmp_path / "r.sock")
+        inner = Relay(("unix", path), ("tcp", "127.0.0.1", port)).start()
+        outer = Relay(("tcp", "127.0.0.2", port), ("unix", path)).start()
+        with socket.create_connection(("127.0.0.2", port), timeout=5) as client:
+            conn, _ = server.accept()
+            with conn:
+                client.sendall(b"ping")
+                assert conn.recv(4) == b"ping"
+                conn.sendall(b"pong" * 1000)
+                conn.shutdown(socket.SHUT_WR)
+                received = b""
+                while chunk := client.recv(65536):
+                    received += chunk
+                assert received == b"pong" * 1000  # a half-close passes through
+        started = time.monotonic()
+        outer.stop()
+        inner.stop()
+        assert time.monotonic() - started < 1
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.2", port)) != 0
+        assert not Path(path).exists()
