@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from sigstream_runtime import StreamingResponse
@@ -16,14 +16,23 @@ from stream_app.observability import flush
 APP = build_app(os.environ, time.time)
 
 
-def _flushing(body: Iterable[bytes]) -> Iterator[bytes]:
-    try:
-        yield from body
-    finally:
-        flush()  # metrics once the stream (and the stored turn) is done
+def _after(work: Callable[[], None] | None) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            if work is not None:
+                work()  # e.g. the rolling summary: the client already has the whole response
+        finally:
+            flush()  # metrics once the stream, the stored turn and the work after it are done
+
+    return run
+
+
+def _deadline(context: Any) -> float | None:
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return time.time() + remaining() / 1000 if callable(remaining) else None
 
 
 def handler(event: Any, context: Any) -> StreamingResponse:
     """Lambda handler (runs on the streaming runtime layer)."""
-    result = APP.handle(event)
-    return StreamingResponse(_flushing(result.body), result.status, result.headers)
+    result = APP.handle(event, _deadline(context))
+    return StreamingResponse(result.body, result.status, result.headers, after=_after(result.after))

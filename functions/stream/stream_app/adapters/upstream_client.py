@@ -131,10 +131,13 @@ class UpstreamResponse:
         self,
         response: http.client.HTTPResponse,
         release: Callable[[bool], None],
+        sock: socket.socket | None = None,
     ) -> None:
         self._response = response
         self._release = release
         self._released = False
+        self._sock = sock
+        self.aborted = False
         self.status = response.status
         self.headers = {name.lower(): value for name, value in response.getheaders()}
 
@@ -146,10 +149,25 @@ class UpstreamResponse:
                 yield data
         except TimeoutError as exc:
             self.close()
-            raise UpstreamTimeoutError("the provider stopped sending in time") from exc
-        except (http.client.HTTPException, OSError) as exc:
+            if not self.aborted:
+                raise UpstreamTimeoutError("the provider stopped sending in time") from exc
+        except (http.client.HTTPException, OSError, ValueError) as exc:  # ValueError: read after an abort
             self.close()
-            raise UpstreamError("the provider's stream broke off") from exc
+            if not self.aborted:
+                raise UpstreamError("the provider's stream broke off") from exc
+
+    def abort(self) -> None:
+        """From any thread: end the transfer now; a read blocked on the socket returns, the provider sees it close.
+
+        Only the socket is shut down here (thread-safe, unlike closing the buffered response, which waits for
+        the reader's lock); the reading thread then ends `chunks()` quietly and closes the response itself.
+        """
+        self.aborted = True
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
 
     def read(self, limit: int | None = None) -> bytes:
         """The whole body (or its first `limit` bytes)."""
@@ -265,7 +283,7 @@ class UpstreamClient:
         except (http.client.HTTPException, OSError) as exc:
             conn.close()
             raise UpstreamError("the provider is unavailable") from exc
-        return UpstreamResponse(response, lambda reusable: self._release(key, conn, reusable))
+        return UpstreamResponse(response, lambda reusable: self._release(key, conn, reusable), conn.sock)
 
     def _backoff(self, attempt: int) -> float:
         return random.uniform(0, min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt))  # noqa: S311
