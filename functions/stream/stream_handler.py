@@ -14,6 +14,8 @@ from stream_app.observability import flush
 # No threads and no connections here: the runtime may fork workers after init (AWS_LAMBDA_MAX_CONCURRENCY),
 # so thread pools and keep-alive connections are made on first use in each worker.
 APP = build_app(os.environ, time.time)
+# Time kept, at the end of an invocation, to store the turn and settle its budget after the provider is cut off.
+STORE_SECONDS = 2.0
 
 
 def _flushing(body: Iterable[bytes]) -> Iterator[bytes]:
@@ -25,5 +27,7 @@ def _flushing(body: Iterable[bytes]) -> Iterator[bytes]:
 
 def handler(event: Any, context: Any) -> StreamingResponse:
     """Lambda handler (runs on the streaming runtime layer)."""
-    result = APP.handle(event)
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    deadline = time.monotonic() + remaining() / 1000 - STORE_SECONDS if callable(remaining) else None
+    result = APP.handle(event, deadline)
     return StreamingResponse(_flushing(result.body), result.status, result.headers)

@@ -44,8 +44,12 @@ class StreamApp:
             settings, store, upstream, lambda: secrets.get(settings.provider_key_secret).strip(), clock, self.pool
         )
 
-    def handle(self, event: Any) -> HttpResult:
-        """One request, to a result; every failure becomes an OpenAI-shaped JSON error."""
+    def handle(self, event: Any, deadline: float | None = None) -> HttpResult:
+        """One request, to a result; every failure becomes an OpenAI-shaped JSON error.
+
+        `deadline` (time.monotonic()) is when the provider must be let go, so the turn is still stored in time.
+        """
+        self.upstream.deadline = deadline
         logger.clear_state()  # keys appended for the previous invocation (its subject...) must not leak into this one
         observability.begin()
         try:
