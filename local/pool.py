@@ -215,13 +215,20 @@ class FunctionPool:
             env.returning = max(env.returning - 1, 0)
 
     def watch_deadline(self, env: Environment, inv: Invocation) -> None:
-        """Enforce the function timeout: past the deadline the environment is killed."""
+        """Enforce the function timeout: past the deadline the invocation fails.
+
+        One invocation per environment (Lambda): the environment is killed, as Lambda resets it. Several
+        (Lambda Managed Instances): only that invocation fails; the environment, its other invocations and
+        even the late worker carry on, as on Lambda, which leaves the function to watch its own deadline.
+        """
 
         def expire() -> None:
             if not inv.finished:
                 env.expired.add(inv.request_id)
                 inv.fail("Sandbox.Timedout", f"Task timed out after {self.spec.timeout:.2f} seconds")
                 self.log(self.spec.logical_id, f"{inv.request_id} Task timed out after {self.spec.timeout} seconds")
+                if self.slots > 1:
+                    return
                 self._discard(env)
                 env.kill()
 

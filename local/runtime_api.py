@@ -172,6 +172,8 @@ class _RuntimeApiHandler(BaseHTTPRequestHandler):
         inv = self.server.environment.running.get(match.group(1))
         if inv is None or inv.finished:
             self._drain()
+            if inv is not None:  # a late answer to a timed-out invocation: its worker is free again
+                self.server.environment.finished(inv)
             gone = inv is not None or match.group(1) in self.server.environment.expired
             if gone:
                 self._error(410, "InvocationGone", "invocation already ended (timed out)")

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any, Literal
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.event_handler import LambdaFunctionUrlResolver, Response
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sigstream.adapters.aws_client import SECRETS_MANAGER, client_from_environment
@@ -136,6 +137,15 @@ def sign() -> Response[Any]:
     return Response(status_code=200, content_type="application/json", body=doc)
 
 
+def _error_code(response: dict[str, Any]) -> str:
+    """The `error.code` of an error response (ours are OpenAI-shaped JSON)."""
+    try:
+        code = json.loads(response.get("body") or "{}")["error"]["code"]
+    except (ValueError, KeyError, TypeError):
+        return "unknown"
+    return code if isinstance(code, str) and code.isidentifier() else "unknown"
+
+
 @logger.inject_lambda_context
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -147,8 +157,20 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
     metrics.add_metric(name="ServerErrors", unit=MetricUnit.Count, value=int(status >= 500))
     metrics.add_metric(name="ClientErrors", unit=MetricUnit.Count, value=int(400 <= status < 500))
+    route = "sign" if event.get("rawPath") == "/sign" else "unknown"
+    code = _error_code(response) if status >= 400 else None
+    if code:  # per route and error code, like the Stream function's `Errors`
+        with single_metric(
+            name="Errors",
+            unit=MetricUnit.Count,
+            value=1,
+            namespace="Sigstream",
+            default_dimensions={"service": "sigstream-sign", "route": route, "code": code},
+        ):
+            pass
     access = {
-        "route": "sign" if event.get("rawPath") == "/sign" else "unknown",
+        "route": route,
+        "code": code,
         "method": str(http.get("method", "")),
         "status": status,
         "latency_ms": round((time.perf_counter() - started) * 1000, 1),

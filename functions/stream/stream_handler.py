@@ -14,6 +14,8 @@ from stream_app.observability import flush
 # No threads and no connections here: the runtime may fork workers after init (AWS_LAMBDA_MAX_CONCURRENCY),
 # so thread pools and keep-alive connections are made on first use in each worker.
 APP = build_app(os.environ, time.time)
+# Time kept, at the end of an invocation, to store the turn and settle its budget after the provider is cut off.
+STORE_SECONDS = 2.0
 
 
 def _after(work: Callable[[], None] | None) -> Callable[[], None]:
@@ -27,12 +29,11 @@ def _after(work: Callable[[], None] | None) -> Callable[[], None]:
     return run
 
 
-def _deadline(context: Any) -> float | None:
-    remaining = getattr(context, "get_remaining_time_in_millis", None)
-    return time.time() + remaining() / 1000 if callable(remaining) else None
-
-
 def handler(event: Any, context: Any) -> StreamingResponse:
     """Lambda handler (runs on the streaming runtime layer)."""
-    result = APP.handle(event, _deadline(context))
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    left = remaining() / 1000 if callable(remaining) else None
+    deadline = None if left is None else time.time() + left
+    upstream_deadline = None if left is None else time.monotonic() + left - STORE_SECONDS
+    result = APP.handle(event, deadline, upstream_deadline)
     return StreamingResponse(result.body, result.status, result.headers, after=_after(result.after))

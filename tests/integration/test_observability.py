@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from local.stack import LocalStack
-from tests.helpers import http, new_subject, signed_url, upstream_control
+from tests.helpers import http, new_subject, sign, signed_url, upstream_control
 
 CHAT = {"content-type": "application/json"}
 ACCESS_FIELDS = {"request_id", "method", "route", "status", "latency_ms"}
@@ -129,3 +129,11 @@ def test_the_sign_function_logs_one_access_line_per_request(app_stack: LocalStac
     (blob,) = [m for m in _metrics(lines)]
     assert blob["Requests"] == [1.0] and blob["ServerErrors"] == [0.0] and blob["UrlsIssued"] == [1.0]
     assert "https://" not in json.dumps(lines) and "http://" not in json.dumps(lines)
+
+
+def test_the_sign_functions_errors_carry_their_code_in_the_access_line_and_metrics(app_stack: LocalStack) -> None:
+    lines = _during(app_stack, lambda: sign(app_stack, {"subject": "x", "expires_in": 0}), function="SignFunction")
+    access = _access(lines)
+    assert (access["status"], access["code"]) == (400, "invalid_request")
+    errors = [m for m in _metrics(lines) if "Errors" in m]
+    assert errors and errors[0]["code"] == "invalid_request" and errors[0]["route"] == "sign"

@@ -210,6 +210,30 @@ def test_max_concurrency_serves_invocations_in_parallel_in_one_environment(demo_
     assert len(set(pids)) == 4
 
 
+def test_under_max_concurrency_a_timeout_fails_that_invocation_only(demo_stack: LocalStack) -> None:
+    """Lambda Managed Instances: a timed-out invocation fails; the environment and its other invocations go on."""
+    pool = demo_stack.pools["ConcurrentFunction"]
+    url = demo_stack.urls["ConcurrentFunction"].url
+    _get(url, "/pid")
+    deadline = time.monotonic() + 10
+    while pool.idle_slots < 4 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    environment = pool.environments[0]
+    with ThreadPoolExecutor(4) as ex:
+        stuck = ex.submit(_get, url, "/pid?hold=5")  # past the 3 s timeout
+        time.sleep(2.5)
+        others = [ex.submit(_get, url, "/pid?hold=1") for _ in range(3)]  # running when the timeout hits
+        answers = [f.result() for f in others]
+        timed_out, _ = stuck.result()
+    assert timed_out.status == 502 and timed_out.getheader("x-amzn-errortype") == "Sandbox.Timedout"
+    assert [response.status for response, _ in answers] == [200, 200, 200]
+    assert pool.environments == [environment] and environment.process.poll() is None
+    time.sleep(2.0)  # the stuck worker finishes (Lambda does not stop it) and serves again
+    with ThreadPoolExecutor(4) as ex:
+        pids = list(ex.map(lambda _: _get(url, "/pid?hold=0.6")[1], range(4)))
+    assert len(set(pids)) == 4 and pool.environments == [environment]
+
+
 def test_cors_preflight_is_answered_without_invoking(demo_stack: LocalStack) -> None:
     pool = demo_stack.pools["StreamerFunction"]
     before = pool.invocations

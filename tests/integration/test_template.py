@@ -266,6 +266,7 @@ ALARMS = {
     ("AWS/Lambda", "Throttles", "StreamFunction"): "ThrottlesAlarm",
     ("AWS/Lambda", "Throttles", "SignFunction"): "ThrottlesAlarm",
     ("AWS/Lambda", "Errors", "StreamFunction"): "StreamFunctionErrorsAlarm",
+    ("AWS/Lambda", "Errors", "SignFunction"): "SignFunctionErrorsAlarm",
 }
 
 

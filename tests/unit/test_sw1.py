@@ -212,3 +212,61 @@ def test_structured_garbage_never_raises_anything_but_our_errors(overrides) -> N
         run(SIGNED_BODY, query=urlencode(params_of(SIGNED_BODY) | overrides))
     except SigstreamError:
         pass
+
+
+def test_the_pass_through_keeps_the_content_encoding_of_the_bytes_it_relays() -> None:
+    """A provider that compresses despite `accept-encoding: identity`: the client gets the header to decode with."""
+    import gzip
+    import threading
+    from datetime import UTC, datetime
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from types import SimpleNamespace
+    from typing import Any
+
+    from signway_sdk import sign_url
+
+    from stream_app.adapters.upstream_client import UpstreamClient
+    from stream_app.http_io import Request
+    from stream_app.sw1_proxy import sw1_proxy
+
+    packed = gzip.compress(b'data: {"choices":[]}\n\ndata: [DONE]\n\n')
+
+    class Compressing(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            for name, value in (("Content-Type", "text/event-stream"), ("Content-Encoding", "gzip")):
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(packed)))
+            self.end_headers()
+            self.wfile.write(packed)
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Compressing)
+    threading.Thread(target=httpd.serve_forever, args=(0.02,), daemon=True).start()
+    try:
+        upstream_url = f"http://127.0.0.1:{httpd.server_address[1]}/v1/chat"
+        app = Sw1App("app", "app-secret-0123456789", (upstream_url,))
+        now = datetime.now(UTC)
+        url = sign_url(app.id, app.secret, "https://gw/", upstream_url, 60, "GET", datetime_override=now)
+        store: Any = SimpleNamespace(reserve=lambda *args: None)
+        result = sw1_proxy(
+            Request(method="GET", path="/", raw_query=urlsplit(url).query, headers={}, body=b"", request_id="r"),
+            {app.id: app},
+            store,
+            now=now.timestamp(),
+            max_lifetime=3600,
+            skew=30,
+            max_body=1024,
+            timeout=5,
+            connect_timeout=1,
+            upstream=UpstreamClient("http://unused", timeout=5, connect_timeout=1, max_retries=0),
+        )
+        assert result.status == 200 and result.headers["content-encoding"] == "gzip"
+        assert b"".join(result.body) == packed
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import gzip
+import ipaddress
 import json
 import os
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterator
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from sigstream.core.errors import BadRequestError, RateLimitedError, UpstreamError, UpstreamTimeoutError
-from stream_app.adapters.upstream_client import UpstreamClient
+from stream_app.adapters.upstream_client import UpstreamClient, retry_after_seconds, status_error
 
 SSE = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n'
 
@@ -53,6 +58,12 @@ class Handler(BaseHTTPRequestHandler):
         )
         if answer.get("hang"):
             time.sleep(answer["hang"])
+        if "raw" in answer:  # the provider's bytes exactly, status line and all, piece by piece
+            for piece in answer["raw"]:
+                self.wfile.write(piece)
+                self.wfile.flush()
+                time.sleep(answer.get("interval", 0))
+            return
         status = answer.get("status", 200)
         self.send_response(status)
         for name, value in answer.get("headers", {}).items():
@@ -290,3 +301,152 @@ def test_a_forked_worker_opens_its_own_connection(server: tuple[str, Script]) ->
     assert chat(upstream) == SSE  # the parent's connection is intact
     peers = [r["peer"] for r in script.requests]
     assert peers[0] == peers[2] != peers[1]
+
+
+def _head(status: str, *headers: str) -> bytes:
+    return f"HTTP/1.1 {status}\r\n".encode() + b"".join(h.encode() + b"\r\n" for h in headers) + b"\r\n"
+
+
+OK_SSE = _head("200 OK", "Content-Type: text/event-stream", f"Content-Length: {len(SSE)}") + SSE
+
+
+@pytest.mark.parametrize("interim", ["103 Early Hints\r\nLink: </app.css>; rel=preload", "102 Processing"])
+def test_interim_1xx_answers_are_skipped_for_the_real_one(server: tuple[str, Script], interim: str) -> None:
+    base, script = server
+    script.answers = [{"raw": [f"HTTP/1.1 {interim}\r\n\r\n".encode(), OK_SSE]}, {}]
+    upstream = client(base)
+    assert chat(upstream) == SSE
+    assert chat(upstream) == SSE  # and the connection is in step for the next request
+    response = upstream.forward("POST", base + "/chat/completions", b"{}", {})
+    assert response.status == 200  # an SW1 client never gets a 1xx as the answer
+    response.close()
+
+
+def test_headers_trickled_a_byte_at_a_time_still_time_out_in_one_timeout(server: tuple[str, Script]) -> None:
+    base, script = server
+    head = _head("200 OK", "X-Pad: " + "a" * 30, "Content-Length: 0")
+    script.answers = [{"raw": [bytes([b]) for b in head], "interval": 0.05}]  # each read well inside 0.5 s
+    started = time.monotonic()
+    with pytest.raises(UpstreamTimeoutError):
+        chat(client(base, timeout=0.5))
+    assert time.monotonic() - started < 1.2  # not len(head) x 0.05 s = 2.7 s
+    assert len(script.requests) == 1  # sent, so not retried
+
+
+def test_a_stream_is_cut_at_the_invocations_deadline(server: tuple[str, Script]) -> None:
+    base, script = server
+    keepalives = [_head("200 OK", "Content-Type: text/event-stream", "Transfer-Encoding: chunked")]
+    keepalives += [b"3\r\n:\n\n\r\n"] * 100  # an SSE comment every 50 ms, for 5 s: never idle for a timeout
+    script.answers = [{"raw": keepalives, "interval": 0.05}]
+    upstream = client(base, timeout=2)
+    upstream.deadline = time.monotonic() + 0.6
+    response = upstream.open_chat("sk-test", {"stream": True})
+    started = time.monotonic()
+    with pytest.raises(UpstreamTimeoutError):
+        for _ in response.chunks():
+            pass
+    assert time.monotonic() - started < 1.0
+    upstream.deadline = time.monotonic() - 1
+    with pytest.raises(UpstreamTimeoutError):
+        upstream.open_chat("sk-test", {"stream": True})  # no time left: not even sent
+    assert len(script.requests) == 1
+
+
+def test_a_compressed_answer_despite_identity_is_decoded_or_refused_by_name(server: tuple[str, Script]) -> None:
+    base, script = server
+    packed = gzip.compress(SSE)
+    gz = _head("200 OK", "Content-Type: text/event-stream", "Content-Encoding: gzip", f"Content-Length: {len(packed)}")
+    br = _head("200 OK", "Content-Type: text/event-stream", "Content-Encoding: br", "Content-Length: 3")
+    script.answers = [{"raw": [gz + packed]}, {"raw": [br + b"xyz"]}, {"raw": [gz + packed]}]
+    upstream = client(base)
+    assert chat(upstream) == SSE
+    with pytest.raises(UpstreamError, match="br-encoded"):
+        chat(upstream)
+    response = upstream.forward("POST", base + "/chat/completions", b"{}", {})  # SW1: bytes (and header) as sent
+    assert b"".join(response.chunks()) == packed and response.headers["content-encoding"] == "gzip"
+    response.close()
+
+
+@pytest.mark.parametrize(
+    "value,seconds",
+    [
+        ("7", 7.0),
+        ("7.5", 7.5),
+        (" 3 ", 3.0),
+        ("9" * 400, 86400.0),  # inf: capped, not an OverflowError (a 500)
+        ("99999999999", 86400.0),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", 86400.0),
+        ("Thu, 01 Jan 1970 00:00:00 GMT", 0.0),
+        ("-3", None),
+        ("\u00b2", None),  # latin-1 "²": isdigit() but not a number float() reads
+        ("soon", None),
+        ("", None),
+    ],
+)
+def test_retry_after_values_providers_send(value: str, seconds: float | None) -> None:
+    assert retry_after_seconds(value) == seconds
+    error = status_error(429, {"retry-after": value}, b"")
+    assert isinstance(error, RateLimitedError) and 1 <= error.retry_after <= 86400
+
+
+def test_an_error_body_never_crashes_the_mapping_nor_echoes_the_key() -> None:
+    deep = status_error(400, {}, b"[" * 65536)  # json.loads raises RecursionError on this
+    assert isinstance(deep, BadRequestError) and deep.message == "provider: the provider rejected the request"
+    echoed = status_error(400, {}, b'{"error":{"message":"bad request for key sk-live-123"}}', "sk-live-123")
+    assert "sk-live-123" not in echoed.message and "[redacted]" in echoed.message
+
+
+def _self_signed(directory: Path) -> ssl.SSLContext:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .sign(key, hashes.SHA256())
+    )
+    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (directory / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    return context
+
+
+def test_a_provider_with_an_untrusted_certificate_is_refused_once_not_retried(tmp_path: Path) -> None:
+    context = _self_signed(tmp_path)
+    listener = socket.create_server(("127.0.0.1", 0))
+    handshakes: list[str] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            try:
+                context.wrap_socket(conn, server_side=True).close()
+                handshakes.append("accepted")
+            except (ssl.SSLError, OSError) as exc:
+                handshakes.append(type(exc).__name__)
+
+    threading.Thread(target=accept, daemon=True).start()
+    upstream = client(f"https://127.0.0.1:{listener.getsockname()[1]}/v1")
+    with pytest.raises(UpstreamError, match="certificate could not be verified") as caught:
+        chat(upstream)
+    assert isinstance(caught.value.__cause__, ssl.SSLCertVerificationError)
+    time.sleep(0.1)
+    listener.close()
+    assert upstream.requests == 0 and len(handshakes) == 1 and "accepted" not in handshakes

@@ -44,12 +44,16 @@ class StreamApp:
             settings, store, upstream, lambda: secrets.get(settings.provider_key_secret).strip(), clock, self.pool
         )
 
-    def handle(self, event: Any, deadline: float | None = None) -> HttpResult:
+    def handle(
+        self, event: Any, deadline: float | None = None, upstream_deadline: float | None = None
+    ) -> HttpResult:
         """One request, to a result; every failure becomes an OpenAI-shaped JSON error.
 
         `deadline` (epoch seconds) is when Lambda ends this invocation: a reply in progress never claims a
-        lease beyond it.
+        lease beyond it. `upstream_deadline` (time.monotonic()) is when the provider must be let go, so the turn
+        is still stored in time.
         """
+        self.upstream.deadline = upstream_deadline
         logger.clear_state()  # keys appended for the previous invocation (its subject...) must not leak into this one
         observability.begin()
         try:

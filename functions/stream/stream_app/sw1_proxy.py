@@ -14,7 +14,8 @@ from stream_app.http_io import HttpResult, Request
 # Only these client headers travel upstream (Signway forwards all of them, cookies included). Never the
 # client's openai-organization / openai-project: with our key they would bill another org or project.
 FORWARDED = ("content-type", "accept")
-RETURNED = ("content-type", "cache-control", "x-request-id", "openai-processing-ms")
+# content-encoding: the bytes are relayed as sent; a provider that compressed them anyway must say so to the client.
+RETURNED = ("content-type", "content-encoding", "cache-control", "x-request-id", "openai-processing-ms")
 
 
 def _normalise(url: str) -> str:

@@ -8,11 +8,13 @@ relays the provider's bytes. Measured against urllib3, the standard library cost
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import math
 import random
 import select
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -34,6 +36,8 @@ RETRY_AFTER_STATUSES = frozenset({429, 503})
 # Waiting for the provider is billed Lambda time, and the caller's own SDK retries a 429 we return:
 # the gateway absorbs only short waits and passes longer Retry-After values through.
 RETRY_WAIT_BUDGET_SECONDS = 2.0
+# A Retry-After beyond a day is a provider's mistake, not advice to pass on to a client.
+MAX_RETRY_AFTER_SECONDS = 86400.0
 BACKOFF_BASE_SECONDS = 0.25
 BACKOFF_MAX_SECONDS = 1.0
 # Providers and NAT gateways drop idle connections silently; one idle longer than this is not reused.
@@ -57,18 +61,21 @@ class _AttemptFailedError(Exception):
 
 
 def retry_after_seconds(value: str | None) -> float | None:
-    """Retry-After as seconds (delta-seconds or an HTTP date); None when absent or unreadable."""
+    """Retry-After as seconds (delta-seconds, fractional too, or an HTTP date), at most a day; None if unreadable."""
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        from email.utils import parsedate_to_datetime  # loaded by http.client already
+    # ASCII digits only: str.isdigit() also accepts "²" or "٣", which float() refuses or reads as another number.
+    if value.isascii() and value.replace(".", "", 1).isdigit():
+        seconds = float(value)  # a huge value is inf here, not an error
+    else:
+        try:
+            from email.utils import parsedate_to_datetime  # loaded by http.client already
 
-        return max(parsedate_to_datetime(value).timestamp() - time.time(), 0.0)
-    except (TypeError, ValueError):
-        return None
+            seconds = parsedate_to_datetime(value).timestamp() - time.time()
+        except (TypeError, ValueError, OverflowError, IndexError):
+            return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 class ProviderStatusError(Exception):
@@ -79,8 +86,8 @@ class ProviderStatusError(Exception):
         self.status_code = status
 
 
-def status_error(status: int, headers: Mapping[str, str], body: bytes) -> SigstreamError:
-    # `headers` has lower-case names.
+def status_error(status: int, headers: Mapping[str, str], body: bytes, secret: str = "") -> SigstreamError:
+    # `headers` has lower-case names; `secret` (the provider key) is never part of a message.
     """A provider's refusal as our OpenAI-shaped error (the provider's Retry-After passed through)."""
     if status == 429:
         wait = retry_after_seconds(headers.get("retry-after"))
@@ -92,13 +99,85 @@ def status_error(status: int, headers: Mapping[str, str], body: bytes) -> Sigstr
         try:
             detail = json.loads(body).get("error", {}).get("message")
             if isinstance(detail, str) and detail:
-                message = detail
-        except (ValueError, AttributeError):
+                message = detail.replace(secret, "[redacted]") if secret else detail
+        except (ValueError, AttributeError, RecursionError):
             pass
         return BadRequestError(f"provider: {message[:300]}", param=None)
     if status == 504:
         return UpstreamTimeoutError("the provider did not answer in time")
     return UpstreamError("the provider is unavailable")
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The socket's bytes, with every wait cut short at `deadline` (time.monotonic()) while one is set.
+
+    The socket timeout bounds each read; a provider sending a byte just before each timeout would never
+    hit it. With a deadline the reads add up to at most the time left.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._io = sock.makefile("rb", buffering=0)  # keeps the socket open while the response is read
+        self._sock = sock
+        self.idle = sock.gettimeout()  # the timeout of one read
+        self.deadline: float | None = None
+
+    def readable(self) -> bool:
+        """Always: it is a reader."""
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        """One read from the socket, within the deadline."""
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the provider's answer ran past its deadline")
+            self._sock.settimeout(left if self.idle is None else min(self.idle, left))
+        return self._io.readinto(buffer)
+
+    def rearm(self) -> None:
+        """Back to the plain per-read timeout (a deadline may have shortened it)."""
+        if self.deadline is None:
+            self._sock.settimeout(self.idle)
+
+    def close(self) -> None:
+        """Release the socket (the connection owns it)."""
+        self._io.close()
+        super().close()
+
+
+class _ProviderResponse(http.client.HTTPResponse):
+    """http.client's response, but interim 1xx answers are skipped and the headers have one timeout in all.
+
+    http.client skips only `100 Continue`: a `103 Early Hints` or `102 Processing` would be taken for the
+    answer (a 502, or a 1xx status passed through to an SW1 client) and the real answer left unread.
+    """
+
+    def __init__(
+        self, sock: socket.socket, debuglevel: int = 0, method: str | None = None, url: str | None = None
+    ) -> None:
+        super().__init__(sock, debuglevel, method, url)
+        self.fp.close()
+        self._reader = _DeadlineReader(sock)
+        self.fp = io.BufferedReader(self._reader)
+        self.body_deadline: float | None = None  # for the body (the invocation's end); none by default
+
+    def begin(self) -> None:
+        """Read the status line and headers of the final answer, all within the socket's timeout."""
+        if self.headers is not None:
+            return
+        idle = self._reader.idle
+        self._reader.deadline = None if idle is None else time.monotonic() + idle
+        super().begin()
+        for _ in range(20):  # a provider sending 1xx forever still meets the deadline
+            if not (100 <= self.status < 200 and self.status != 101):
+                break
+            self.headers = self.msg = None
+            super().begin()
+        self._reader.deadline = self.body_deadline
+
+    def limit(self, deadline: float | None) -> None:
+        """Stop reading the body at `deadline` (time.monotonic()), the moment the invocation must end."""
+        self.body_deadline = self._reader.deadline = deadline
 
 
 class _Pool:
@@ -140,9 +219,40 @@ class UpstreamResponse:
         self.aborted = False
         self.status = response.status
         self.headers = {name.lower(): value for name, value in response.getheaders()}
+        self._inflate: Any = None  # a zlib decompressor once decode() found a compressed body
+
+    def decode(self) -> None:
+        """Undo a gzip/deflate Content-Encoding (sent although we asked for identity), for a body we parse."""
+        encoding = self.headers.get("content-encoding", "identity").strip().lower()
+        if encoding in ("", "identity"):
+            return
+        if encoding not in ("gzip", "x-gzip", "deflate"):
+            self.close()
+            raise UpstreamError(f"the provider sent a {encoding[:20]}-encoded answer although asked for identity")
+        import zlib  # only for a provider that ignores accept-encoding
+
+        self._inflate = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib framing, told by its header
+
+    def _inflated(self, data: bytes, final: bool) -> bytes:
+        try:
+            out: bytes = self._inflate.decompress(data)
+            return out + self._inflate.flush() if final else out
+        except Exception as exc:  # zlib.error: not what the header said
+            self.close()
+            raise UpstreamError("the provider sent a malformed compressed answer") from exc
 
     def chunks(self) -> Iterator[bytes]:
-        """The body's bytes, unchanged, in the pieces the socket delivers."""
+        """The body's bytes, unchanged (or decoded, after decode()), in the pieces the socket delivers."""
+        if self._inflate is not None:
+            for data in self._raw_chunks():
+                if out := self._inflated(data, final=False):
+                    yield out
+            if tail := self._inflated(b"", final=True):
+                yield tail
+            return
+        yield from self._raw_chunks()
+
+    def _raw_chunks(self) -> Iterator[bytes]:
         read1 = self._response.read1
         try:
             while data := read1(READ_SIZE):
@@ -172,13 +282,14 @@ class UpstreamResponse:
     def read(self, limit: int | None = None) -> bytes:
         """The whole body (or its first `limit` bytes)."""
         try:
-            return self._response.read(limit)
+            data = self._response.read(limit)
         except TimeoutError as exc:
             self.close()
             raise UpstreamTimeoutError("the provider did not answer in time") from exc
         except (http.client.HTTPException, OSError) as exc:
             self.close()
             raise UpstreamError("the provider's answer broke off") from exc
+        return data if self._inflate is None else self._inflated(data, final=True)
 
     def close(self) -> None:
         """Done with it: a fully read connection is kept for the next request, any other one is closed."""
@@ -216,6 +327,10 @@ class UpstreamClient:
         self._sleep = sleep
         self._pools = PerProcess(_Pool)  # a forked worker never shares its parent's sockets
         self.requests = 0  # attempts sent (benchmarks, tests)
+        # When the current invocation must stop reading (time.monotonic()); the handler sets it per invocation.
+        # Lambda Managed Instances do not stop a timed-out invocation, and standard Lambda stops it without
+        # a word: either way a provider that keeps a stream open must not outlast the function.
+        self.deadline: float | None = None
 
     # --- connections -------------------------------------------------------------------------------------
 
@@ -229,11 +344,13 @@ class UpstreamClient:
                 return conn, True
             conn.close()
         scheme, host, port = key
-        if scheme == "https":
-            return http.client.HTTPSConnection(
-                host, port, timeout=self.connect_timeout, context=client_context()
-            ), False
-        return http.client.HTTPConnection(host, port, timeout=self.connect_timeout), False
+        fresh = (
+            http.client.HTTPSConnection(host, port, timeout=self.connect_timeout, context=client_context())
+            if scheme == "https"
+            else http.client.HTTPConnection(host, port, timeout=self.connect_timeout)
+        )
+        fresh.response_class = _ProviderResponse
+        return fresh, False
 
     def _release(self, key: Key, conn: http.client.HTTPConnection, reusable: bool) -> None:
         if not reusable:
@@ -247,6 +364,10 @@ class UpstreamClient:
     def _connect(self, conn: http.client.HTTPConnection) -> None:
         try:
             conn.connect()
+        except ssl.SSLCertVerificationError as exc:
+            conn.close()
+            # Not retried: another handshake meets the same certificate (the cause names it in the log).
+            raise UpstreamError("the provider's TLS certificate could not be verified") from exc
         except TimeoutError as exc:
             conn.close()
             raise _AttemptFailedError(UpstreamTimeoutError("the provider did not answer in time"), sent=False) from exc
@@ -259,11 +380,14 @@ class UpstreamClient:
     # --- one attempt -------------------------------------------------------------------------------------
 
     def _attempt(self, method: str, key: Key, target: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
+        left = None if self.deadline is None else self.deadline - time.monotonic()
+        if left is not None and left <= 0:
+            raise UpstreamTimeoutError("the function ran out of time before the provider was asked")
         conn, reused = self._checkout(key)
         if conn.sock is None:
             self._connect(conn)
         if conn.sock is not None:
-            conn.sock.settimeout(self.timeout)
+            conn.sock.settimeout(self.timeout if left is None else min(self.timeout, left))
         self.requests += 1
         try:
             conn.putrequest(method, target, skip_accept_encoding=True)
@@ -283,6 +407,8 @@ class UpstreamClient:
         except (http.client.HTTPException, OSError) as exc:
             conn.close()
             raise UpstreamError("the provider is unavailable") from exc
+        if isinstance(response, _ProviderResponse):
+            response.limit(self.deadline)
         return UpstreamResponse(response, lambda reusable: self._release(key, conn, reusable), conn.sock)
 
     def _backoff(self, attempt: int) -> float:
@@ -342,29 +468,33 @@ class UpstreamClient:
             "user-agent": USER_AGENT,
         }
 
-    def _checked(self, response: UpstreamResponse) -> UpstreamResponse:
+    def _checked(self, response: UpstreamResponse, api_key: str) -> UpstreamResponse:
         if 200 <= response.status < 300:
+            response.decode()  # we parse this body: a compressed one is decoded (or refused, naming it)
             return response
         try:
+            response.decode()
             body = response.read(65536)  # an error body is short; a hostile one is not read in full
         except SigstreamError:
             body = b""
         finally:
             response.close()
-        raise status_error(response.status, response.headers, body) from ProviderStatusError(response.status)
+        raise status_error(response.status, response.headers, body, api_key) from ProviderStatusError(response.status)
 
     def open_chat(self, api_key: str, params: Mapping[str, Any]) -> UpstreamResponse:
         """POST /chat/completions; returns once the provider answered with a success status."""
         accept = "text/event-stream" if params.get("stream") else "application/json"
         body = json.dumps(params, separators=(",", ":")).encode()
         url = self.base_url + "/chat/completions"
-        return self._checked(self._send("POST", url, body, self._headers(api_key, accept, body), retry_sent=True))
+        return self._checked(
+            self._send("POST", url, body, self._headers(api_key, accept, body), retry_sent=True), api_key
+        )
 
     def post_json(self, path: str, api_key: str, doc: Mapping[str, Any]) -> dict[str, Any]:
         """A non-streaming JSON POST to the provider (moderation, summaries), with the same retries."""
         body = json.dumps(doc, separators=(",", ":")).encode()
         headers = self._headers(api_key, "application/json", body)
-        response = self._checked(self._send("POST", self.base_url + path, body, headers, retry_sent=True))
+        response = self._checked(self._send("POST", self.base_url + path, body, headers, retry_sent=True), api_key)
         try:
             data = response.read()
         finally:

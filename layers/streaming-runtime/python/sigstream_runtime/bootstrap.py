@@ -8,7 +8,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-from sigstream_runtime.api_client import Invocation, RuntimeApiClient, StreamAbortedError
+from sigstream_runtime.api_client import Invocation, RuntimeApiClient, RuntimeApiError, StreamAbortedError
 from sigstream_runtime.context import LambdaContext
 from sigstream_runtime.handler_loader import Handler, HandlerLoadError, load_handler
 from sigstream_runtime.marshal import decode_event, encode_result, error_payload, function_error_type
@@ -32,7 +32,15 @@ class Worker:
     def run_forever(self) -> None:
         """Serve invocations until the environment is shut down."""
         while True:
-            self.handle(self.client.next_invocation())
+            inv = self.client.next_invocation()
+            try:
+                self.handle(inv)
+            except RuntimeApiError as exc:
+                # The answer was refused, e.g. 410 once the invocation timed out: Lambda Managed Instances
+                # let a late worker run on, and it must then serve the next invocation, not exit.
+                log_error(
+                    {"errorMessage": str(exc), "errorType": "Runtime.ResponseRefused", "requestId": inv.request_id}
+                )
 
     def _event_loop(self) -> Any:
         # asyncio is imported only by handlers that need it: it costs cold-start time.
@@ -65,6 +73,8 @@ class Worker:
                 self._stream(inv, result)
                 return
             body, content_type = encode_result(result)
+        except RuntimeApiError:
+            raise  # our answer was refused: not the handler's failure, and /error would be refused too
         except Exception as exc:
             self._fail(inv, exc)
             return
