@@ -38,6 +38,7 @@ from stream_app.chat.reply import Reply
 from stream_app.chat.request import ChatRequest, check_new_messages, parse_chat_request
 from stream_app.chat.sse import DONE, SseParser, error_event, event_data
 from stream_app.chat.summary import SummaryPlan, plan_summary, summary_answer, summary_request
+from stream_app.chat.turn_output import TurnOutput
 from stream_app.chat.window import provider_sequence, select_window, window_start
 from stream_app.http_io import SSE_HEADERS, HttpResult, Request, json_result
 from stream_app.observability import describe_cause, logger, note, record
@@ -46,6 +47,9 @@ from stream_app.turn_watch import TurnWatch, lease_until
 # A regenerate's reply block (the assistant and tool messages after the last user message) may be this long and
 # still be recognised when the client resends the history up to it.
 REGENERATE_SLACK = 16
+
+# Another wire format for the reply (the AI SDK's, chat/turn_output.py), given the stored reply's id (None: stateless).
+OutputFactory = Callable[[str | None], TurnOutput]
 
 
 @dataclass
@@ -166,9 +170,18 @@ def _plan(deps: ChatDeps, chat: ChatRequest, history: History | None) -> _Plan:
     return _Plan(chat, provider_sequence([*window, *merge.new]), history, merge, kept)
 
 
-def chat_turn(request: Request, grant: Grant, deps: ChatDeps, deadline: float | None = None) -> HttpResult:
-    """POST /v1/chat/completions."""
-    chat = parse_chat_request(request.body, request.headers.get("content-type", ""), grant, deps.policy)
+def chat_turn(
+    request: Request,
+    grant: Grant,
+    deps: ChatDeps,
+    deadline: float | None = None,
+    *,
+    chat: ChatRequest | None = None,
+    output: OutputFactory | None = None,
+) -> HttpResult:
+    """POST /v1/chat/completions; with `chat` (already parsed) and `output`, another route's turn (/v1/chat)."""
+    if chat is None:
+        chat = parse_chat_request(request.body, request.headers.get("content-type", ""), grant, deps.policy)
     key, history, reservation = _gather(deps, grant, chat)
     plan = _plan(deps, chat, history)
     chat = plan.chat
@@ -183,6 +196,8 @@ def chat_turn(request: Request, grant: Grant, deps: ChatDeps, deadline: float | 
             _moderate(deps, key, chat)
         params = {**chat.params, "messages": [m.to_openai() for m in plan.messages]}
         turn.begin()  # stored while the provider is called: it never waits for this write
+        if output is not None:
+            turn.output = output(turn.placeholder.id if turn.placeholder else None)
         turn.started = deps.clock()
         response = deps.upstream.open_chat(key, params)  # retries 429/5xx and refused connections here
         turn.attach(response)
@@ -194,7 +209,8 @@ def chat_turn(request: Request, grant: Grant, deps: ChatDeps, deadline: float | 
         turn.abandon()
         budget.fail(error if isinstance(error, SigstreamError) else SigstreamError())
         raise
-    return HttpResult(200, dict(SSE_HEADERS), turn.stream(first, chunks), after=turn.after)
+    headers = dict(turn.output.headers) if turn.output is not None else dict(SSE_HEADERS)
+    return HttpResult(200, headers, turn.stream(first, chunks), after=turn.after)
 
 
 def _moderate(deps: ChatDeps, key: str, chat: ChatRequest) -> None:
@@ -244,6 +260,8 @@ class _Turn:
         self.stop_signal: StopSignal | None = None
         self._stop_lock = threading.Lock()
         self.summary: SummaryPlan | None = None
+        self.output: TurnOutput | None = None  # None: the provider's SSE relayed as it is
+        self._chunk: dict[str, Any] = {}  # the event _accept parsed last
 
     # --- the stored turn ------------------------------------------------------------------------------
 
@@ -347,6 +365,7 @@ class _Turn:
         if chunk.__class__ is not dict:
             return False
         self.reply.add_chunk(chunk)
+        self._chunk = chunk
         if self.first_token_at is None:
             self.first_token_at = self.deps.clock()
         if not self.chat.usage_requested and not chunk.get("choices") and chunk.get("usage"):
@@ -361,6 +380,8 @@ class _Turn:
         """
         had_partial = self.parser.pending
         events = self.parser.feed(data)
+        if self.output is not None:  # re-encoded: _accept runs before event() reads the chunk it parsed
+            return b"".join(self.output.event(self._chunk) for raw in events if self._accept(raw))
         if self.ids:
             return b"".join(b"id: %d\n" % self.reply.chars + raw for raw in events if self._accept(raw))
         kept = [raw for raw in events if self._accept(raw)]
@@ -394,7 +415,7 @@ class _Turn:
             status = yield from self._relay(first, chunks)
             self._finish(status)
             finished = True
-            yield DONE
+            yield self.output.end(status) if self.output is not None else DONE
         finally:
             if not finished:  # GeneratorExit: the Runtime API connection broke mid-stream
                 self._finish("incomplete")
@@ -420,24 +441,31 @@ class _Turn:
                     out = events(data)
                     if out:
                         yield out
-            pending += [raw for raw in self.parser.flush() if self._accept(raw)]
+            flushed = self.parser.flush()
+            if self.output is not None:
+                pending += [self.output.event(self._chunk) for raw in flushed if self._accept(raw)]
+            else:
+                pending += [raw for raw in flushed if self._accept(raw)]
         except Exception as exc:
             if self.stopped:
                 return "stopped"
             error = _as_error(exc)
             record("StreamErrors", 1, kind=error.code)
             logger.warning("upstream failed mid-stream", extra={"kind": error.code, "cause": describe_cause(exc)})
-            yield b"".join([*pending, error_event(error.code, error.message)])
+            yield b"".join([*pending, self._error_event(error.code, error.message)])
             return "incomplete"
         if self.stopped and not self.saw_done:
             if any(pending):
                 yield b"".join(pending)  # what was read is sent (and stored) before the stream ends
             return "stopped"
         if not self.saw_done:
-            pending.append(error_event("upstream_error", "the provider ended the stream early"))
+            pending.append(self._error_event("upstream_error", "the provider ended the stream early"))
         if any(pending):
             yield b"".join(pending)
         return "complete" if self.saw_done else "incomplete"
+
+    def _error_event(self, code: str, message: str) -> bytes:
+        return self.output.error(code, message) if self.output is not None else error_event(code, message)
 
     def _close(self) -> None:
         if self.watch is not None:

@@ -1,0 +1,83 @@
+"""The Vercel AI SDK's routes: POST /v1/chat (useChat's transports) and GET /v1/chat/{id}/stream (its reconnect).
+
+A useChat body (`{id, messages: UIMessage[], trigger, messageId, ...}`) becomes a chat-completions request and runs
+as any turn (chat_turn.py: history merge, in-progress reply, stop, summary); only the reply's encoding differs: the
+UI message stream, or plain text for TextStreamChatTransport (docs/reference/ui-message-stream.md).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+
+from sigstream.core.errors import BadRequestError
+from sigstream.core.signed_url import Grant
+from stream_app.adapters.history_store import HistoryStore
+from stream_app.chat.request import parse_chat_request, parse_json_body
+from stream_app.chat.turn_output import ProgressOutput, TextTurnOutput, TurnOutput, UiTurnOutput
+from stream_app.chat.ui_messages import UiChatBody, parse_ui_chat_body, response_message_id
+from stream_app.chat.ui_stream import UiStreamEncoder, stream_format
+from stream_app.chat_turn import ChatDeps, chat_turn
+from stream_app.conversations import check_id
+from stream_app.http_io import HttpResult, Request, empty_result
+from stream_app.reply_follow import follow_reply
+
+# Keys of the useChat body that the turn sets itself: a client's value would be ignored silently, so it is refused.
+_SERVER_SET = ("stream", "stream_options")
+
+
+def _body(request: Request, grant: Grant) -> UiChatBody:
+    doc = parse_json_body(request.body, request.headers.get("content-type", ""))
+    body = parse_ui_chat_body(doc)
+    for name in _SERVER_SET:
+        if name in body.params:
+            raise BadRequestError(f"{name} is set by the gateway on /v1/chat (the answer always streams)", param=name)
+    if grant.conversation_id and body.chat_id is not None and body.chat_id != grant.conversation_id:
+        raise BadRequestError(
+            "id names another chat than the conversation this URL is signed for: give useChat the conversation id "
+            "the signed URL was issued with (useChat({id}))",
+            param="id",
+        )
+    return body
+
+
+def ui_chat_turn(request: Request, grant: Grant, deps: ChatDeps, deadline: float | None = None) -> HttpResult:
+    """POST /v1/chat: a useChat request, answered as a UI message stream (or text with `Accept: text/plain`)."""
+    body = _body(request, grant)
+    text_only = stream_format(request.headers.get("accept"), request.query.get("format")) == "text"
+    doc = {
+        **body.params,
+        "messages": body.openai_messages(),
+        "stream": True,
+        "stream_options": {"include_usage": True},  # usage goes to the client as the finish chunk's metadata
+    }
+    chat = parse_chat_request(json.dumps(doc).encode(), "application/json", grant, deps.policy, raw_body=request.body)
+    metadata = {"conversationId": grant.conversation_id} if grant.conversation_id else None
+
+    def output(reply_id: str | None) -> TurnOutput:
+        if text_only:
+            return TextTurnOutput()
+        message_id = response_message_id(body, reply_id or "msg_" + uuid.uuid4().hex[:24])
+        return UiTurnOutput(UiStreamEncoder(message_id, metadata=metadata))
+
+    return chat_turn(request, grant, deps, deadline, chat=chat, output=output)
+
+
+def ui_resume_stream(
+    request: Request,
+    grant: Grant,
+    store: HistoryStore,
+    conversation_id: str,
+    clock: Callable[[], float],
+    deadline: float | None = None,
+) -> HttpResult:
+    """GET /v1/chat/{id}/stream: the reply in progress replayed from its start, then followed; 204 when none."""
+    check_id(conversation_id)
+    text_only = stream_format(request.headers.get("accept"), request.query.get("format")) == "text"
+    reply = store.latest_live(conversation_id, grant.subject, clock())
+    if reply is None:
+        return empty_result(204)
+    output = ProgressOutput(reply.id, text_only=text_only, metadata={"conversationId": conversation_id})
+    steps = follow_reply(store, conversation_id, reply, after=0, clock=clock, deadline=deadline)
+    return HttpResult(200, dict(output.headers), (output.encode(step) for step in steps))

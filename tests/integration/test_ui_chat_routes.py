@@ -1,0 +1,305 @@
+"""POST /v1/chat and GET /v1/chat/{id}/stream on the real local stack, driven by the AI SDK's own transports (Node).
+
+Every request goes through `DefaultChatTransport` / `TextStreamChatTransport` of the installed `ai` package with
+async `prepareSendMessagesRequest` / `prepareReconnectToStreamRequest` returning a fresh signed URL, as a useChat app
+does; every chunk the gateway sent is validated by `uiMessageChunkSchema` of ai 7 and ai 6, and the next request
+resends the message the SDK itself built (readUIMessageStream). The stored history is compared with what the user saw.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from local.stack import LocalStack
+from sigstream.core.settings import parse_signing_keys
+from sigstream.core.signed_url import Grant, sign_query
+from tests.helpers import http, new_subject, signed_url, upstream_control, upstream_requests
+from tests.usechat import sdk_check
+
+MAJORS = ("v7", "v6")
+
+
+def user(text: str, message_id: str) -> dict[str, Any]:
+    return {"id": message_id, "role": "user", "parts": [{"type": "text", "text": text}]}
+
+
+class Chat:
+    """One useChat conversation of one subject: signed URLs per request, as the app's backend hands them out."""
+
+    def __init__(self, stack: LocalStack, subject: str | None = None) -> None:
+        self.stack = stack
+        self.subject = subject or new_subject()
+        self.id: str = signed_url(stack, subject=self.subject, path="/v1/chat")["conversation_id"]
+        self.messages: list[dict[str, Any]] = []
+
+    def url(self, purpose: str = "chat", **extra: Any) -> str:
+        method, path = {
+            "chat": ("POST", "/v1/chat"),
+            "stream": ("GET", f"/v1/chat/{self.id}/stream"),
+            "stop": ("POST", f"/v1/conversations/{self.id}/stop"),
+            "messages": ("GET", f"/v1/conversations/{self.id}/messages"),
+        }[purpose]
+        doc: dict[str, Any] = {"subject": self.subject, "method": method, "path": path, **extra}
+        if purpose == "chat":
+            doc["conversation_id"] = self.id
+        return str(signed_url(self.stack, **doc)["url"])
+
+    def expired_url(self) -> str:
+        """A /v1/chat URL signed with the stack's real key for a window that ended an hour ago."""
+        assert self.stack.moto is not None
+        secrets = self.stack.moto.client("secretsmanager")
+        arn = next(s["ARN"] for s in secrets.list_secrets()["SecretList"] if "SigningKeys" in s["Name"])
+        keys = parse_signing_keys(secrets.get_secret_value(SecretId=arn)["SecretString"])
+        now = int(time.time())
+        grant = Grant("POST", "/v1/chat", self.subject, now - 3600, now - 3300, self.id)
+        query = sign_query(grant, keys.active, keys.keys[keys.active])
+        return f"{self.stack.endpoints()['stream_url']}v1/chat?{query}"
+
+    def case(self, name: str, **fields: Any) -> dict[str, Any]:
+        return {"name": name, "api": self.url(), "chatId": self.id, "messages": self.messages, **fields}
+
+    def stored(self, include_superseded: bool = False) -> list[dict[str, Any]]:
+        url = self.url("messages") + "&limit=100" + ("&include=superseded" if include_superseded else "")
+        status, _, body = http("GET", url)
+        assert status == 200, body
+        data: list[dict[str, Any]] = json.loads(body)["data"]
+        return data
+
+
+def run(cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    result: list[dict[str, Any]] = sdk_check("live", {"cases": cases})
+    return result
+
+
+def assert_valid(result: dict[str, Any]) -> dict[str, Any]:
+    """Every chunk validates in both majors, nothing thrown; the message ai 7 built."""
+    assert "thrown" not in result["transport"], result
+    assert result["response"]["status"] == 200, result["response"]
+    for major in MAJORS:
+        chunks = result[major]["chunks"]
+        assert chunks and all(c["ok"] for c in chunks), (major, [c for c in chunks if not c["ok"]])
+        assert result[major]["errors"] == [], result[major]
+    message: dict[str, Any] = result["v7"]["message"]
+    assert result["v6"]["message"] == message
+    return message
+
+
+def text_of(message: dict[str, Any]) -> str:
+    return "".join(p["text"] for p in message["parts"] if p["type"] == "text")
+
+
+def stored_view(stored: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
+    return [(m["role"], m.get("content")) for m in stored]
+
+
+@pytest.fixture()
+def chat(app_stack: LocalStack) -> Chat:
+    upstream_control(app_stack)
+    return Chat(app_stack)
+
+
+def test_default_chat_transport_multi_turn_every_chunk_valid_and_history_stored_once(
+    app_stack: LocalStack, chat: Chat
+) -> None:
+    chat.messages = [user("hello", "u1")]
+    [first] = run([chat.case("turn-1")])
+    reply = assert_valid(first)
+    headers = first["response"]["headers"]
+    assert headers["x-vercel-ai-ui-message-stream"] == "v1"
+    assert headers["content-type"].startswith("text/event-stream")
+    assert headers.get("x-request-id"), headers  # exposed by CORS, now actually sent
+    assert text_of(reply) == "Echo (1 messages): hello"
+    types = [c["type"] for c in first["v7"]["chunks"]]
+    assert types[0] == "start" and types[-1] == "finish" and "text-delta" in types
+    assert first["response"]["body"].endswith("data: [DONE]\n\n")
+    assert reply["metadata"]["conversationId"] == chat.id and reply["metadata"]["usage"]["completion_tokens"] > 0
+    stored = chat.stored()
+    assert reply["id"] == stored[1]["id"]  # the UI message id is the stored reply's id (resume and reload agree)
+
+    chat.messages = [chat.messages[0], reply, user("and again", "u2")]  # useChat resends everything
+    [second] = run([chat.case("turn-2")])
+    again = assert_valid(second)
+    assert text_of(again) == "Echo (3 messages): and again"
+    sent = upstream_requests(app_stack)[-1]["body"]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]  # each message once at the provider
+    assert stored_view(chat.stored()) == [
+        ("user", "hello"),
+        ("assistant", "Echo (1 messages): hello"),
+        ("user", "and again"),
+        ("assistant", "Echo (3 messages): and again"),
+    ]
+
+
+def test_regenerate_replaces_the_last_reply_without_a_second_user_turn(chat: Chat) -> None:
+    chat.messages = [user("hello", "u1")]
+    first = assert_valid(run([chat.case("turn-1")])[0])
+    # regenerate(): useChat slices off the assistant message and sends the rest with trigger regenerate-message.
+    [again] = run([chat.case("regenerate", trigger="regenerate-message", messageId=first["id"])])
+    second = assert_valid(again)
+    assert second["id"] != first["id"]
+    assert stored_view(chat.stored()) == [("user", "hello"), ("assistant", text_of(second))]
+    everything = chat.stored(include_superseded=True)
+    assert [m["status"] for m in everything] == ["complete", "superseded", "complete"]
+    assert everything[1]["id"] == first["id"]
+    chat.messages = [chat.messages[0], second, user("next", "u2")]
+    assert_valid(run([chat.case("after-regenerate")])[0])  # the regenerated history is the one that continues
+    assert [m["role"] for m in chat.stored()] == ["user", "assistant", "user", "assistant"]
+
+
+def test_text_stream_transport_gets_the_answer_as_plain_text(chat: Chat) -> None:
+    chat.messages = [user("plain please", "u1")]
+    [result] = run([chat.case("text", format="text")])
+    assert "thrown" not in result["transport"], result
+    assert result["response"]["headers"]["content-type"].startswith("text/plain")
+    assert result["response"]["body"] == "Echo (1 messages): plain please"
+    for major in MAJORS:
+        assert result[major]["text"] == "Echo (1 messages): plain please", result[major]
+    assert stored_view(chat.stored())[-1] == ("assistant", "Echo (1 messages): plain please")
+
+
+def test_a_body_id_naming_another_conversation_is_refused(chat: Chat) -> None:
+    chat.messages = [user("hello", "u1")]
+    case = chat.case("other-id")
+    case["chatId"] = "conv_someoneElsesConversation1"
+    [result] = run([case])
+    assert result["transport"]["statusCode"] == 400
+    error = json.loads(result["transport"]["thrown"])["error"]
+    assert error["param"] == "id" and "another chat" in error["message"]
+    status, _, _ = http("GET", chat.url("messages"))
+    assert status == 404  # nothing was stored
+
+
+def test_reconnect_without_a_reply_in_progress_is_204_and_null_in_the_sdk(chat: Chat) -> None:
+    chat.messages = [user("hello", "u1")]
+    assert_valid(run([chat.case("turn")])[0])
+    [result] = run([{**chat.case("reconnect"), "api": chat.url("stream"), "reconnect": True}])
+    assert result["transport"] == {"none": True} and result["response"]["status"] == 204
+
+
+def _later(delay: float, action: Any) -> threading.Thread:
+    thread = threading.Thread(target=lambda: (time.sleep(delay), action()), daemon=True)
+    thread.start()
+    return thread
+
+
+def test_reconnect_mid_answer_replays_then_follows_to_the_end(app_stack: LocalStack, chat: Chat) -> None:
+    upstream_control(app_stack, reply=" ".join(f"w{i}" for i in range(40)), delay_ms=100)
+    chat.messages = [user("slow", "u1")]
+    results: dict[str, Any] = {}
+    sender = threading.Thread(target=lambda: results.update(live=run([chat.case("live")])[0]))
+    sender.start()
+    time.sleep(2.0)  # a checkpoint (about once a second) has been written
+    [resumed] = run([{**chat.case("reconnect"), "api": chat.url("stream"), "reconnect": True}])
+    sender.join(60)
+    live = assert_valid(results["live"])
+    replay = assert_valid(resumed)
+    assert replay["id"] == live["id"]  # the same message: useChat replaces it instead of adding one
+    assert text_of(replay) == text_of(live) == " ".join(f"w{i}" for i in range(40))
+    deltas = [json.loads(line[6:]) for line in resumed["response"]["body"].split("\n\n") if line.startswith("data: {")]
+    first_delta = next(d for d in deltas if d["type"] == "text-delta")
+    assert len(first_delta["delta"]) > 3  # the checkpointed text came first, in one piece (a replay)
+    assert stored_view(chat.stored()) == [("user", "slow"), ("assistant", text_of(live))]
+
+
+def test_stop_route_ends_the_stream_and_the_stored_reply_is_what_was_shown(app_stack: LocalStack, chat: Chat) -> None:
+    upstream_control(app_stack, reply=" ".join(f"w{i}" for i in range(60)), delay_ms=100)
+    chat.messages = [user("slow then stop", "u1")]
+    results: dict[str, Any] = {}
+    stopper = _later(1.5, lambda: results.update(stop=http("POST", chat.url("stop"), b"")))
+    started = time.monotonic()
+    [result] = run([chat.case("stopped")])
+    stopper.join(30)
+    assert results["stop"][0] == 200, results["stop"]
+    assert time.monotonic() - started < 5.5  # far from the 6 s the answer would take
+    message = assert_valid(result)
+    types = [c["type"] for c in result["v7"]["chunks"]]
+    assert types[-2:] == ["abort", "finish"] and message["metadata"]["status"] == "stopped"
+    shown = text_of(message)
+    assert 0 < len(shown) < len(" ".join(f"w{i}" for i in range(60)))
+    [_, reply] = chat.stored()
+    assert reply["status"] == "stopped" and reply["content"] == shown
+
+
+def _tool_call_sse(path: Path) -> Path:
+    """A provider stream that calls the page's client-side tool getLocation (OpenAI's chunk shapes)."""
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> str:
+        doc = {
+            "id": "chatcmpl-tool",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "local-echo-1",
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        return f"data: {json.dumps(doc)}\n\n"
+
+    call = {"index": 0, "id": "call_loc1", "type": "function", "function": {"name": "getLocation", "arguments": ""}}
+    path.write_text(
+        chunk({"role": "assistant", "content": None, "tool_calls": [call]})
+        + chunk({"tool_calls": [{"index": 0, "function": {"arguments": "{}"}}]})
+        + chunk({}, "tool_calls")
+        + "data: [DONE]\n\n"
+    )
+    return path
+
+
+TOOLS = [
+    {
+        "type": "function",
+        "function": {"name": "getLocation", "description": "The user's city.", "parameters": {"type": "object"}},
+    }
+]
+
+
+def test_client_side_tool_round_trip_continues_the_same_message(
+    app_stack: LocalStack, chat: Chat, tmp_path: Path
+) -> None:
+    upstream_control(app_stack, replay=str(_tool_call_sse(tmp_path / "tool.sse")))
+    chat.messages = [user("where am I?", "u1")]
+    first = assert_valid(run([chat.case("tool-call", body={"tools": TOOLS})])[0])
+    [part] = [p for p in first["parts"] if p["type"] == "tool-getLocation"]
+    assert part["state"] == "input-available" and part["input"] == {}
+    # addToolResult: the part gets its output; useChat resends with the assistant message last.
+    part.update(state="output-available", output={"city": "Paris"})
+    upstream_control(app_stack)
+    chat.messages = [chat.messages[0], first]
+    [result] = run([chat.case("tool-result", body={"tools": TOOLS}, messageId=first["id"])])
+    second = assert_valid(result)
+    assert second["id"] == first["id"]  # the answer continues the same UI message
+    sent = upstream_requests(app_stack)[-1]["body"]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool"]
+    assert sent[2] == {"role": "tool", "tool_call_id": "call_loc1", "content": '{"city":"Paris"}'}
+    stored = chat.stored()
+    assert [m["role"] for m in stored] == ["user", "assistant", "tool", "assistant"]
+    assert stored[1]["tool_calls"][0]["function"]["name"] == "getLocation"
+    assert stored[3]["content"] == text_of(second)
+
+
+def test_errors_reach_the_transport_as_the_gateway_json(app_stack: LocalStack, chat: Chat) -> None:
+    chat.messages = [user("hello", "u1")]
+    expired = {**chat.case("expired"), "api": chat.expired_url()}
+    upstream_control(app_stack, faults=[{"status": 429, "retry_after": 0}] * 6)
+    limited = chat.case("rate-limited")
+    [gone, refused] = run([expired, limited])
+    assert gone["transport"]["statusCode"] == 403
+    assert json.loads(gone["transport"]["thrown"])["error"]["code"] == "expired"
+    assert refused["transport"]["statusCode"] == 429, refused
+    upstream_control(app_stack, faults=[{"status": 503}] * 6)
+    [down] = run([chat.case("provider-down")])
+    assert down["transport"]["statusCode"] in (502, 503), down
+    upstream_control(app_stack, reply="one two three four five six", cut_after=3)
+    [cut] = run([chat.case("cut")])
+    assert "thrown" not in cut["transport"] and cut["response"]["status"] == 200  # the failure came after byte 1
+    for major in MAJORS:  # a valid `error` chunk: useChat's `error.message` is its text
+        assert all(c["ok"] for c in cut[major]["chunks"]), cut[major]
+        assert [c["type"] for c in cut[major]["chunks"]][-3:] == ["error", "finish-step", "finish"]
+        assert len(cut[major]["errors"]) == 1 and "upstream_error" in cut[major]["errors"][0]
+    assert text_of(cut["v7"]["message"]) == "one two "  # the role chunk, then two words, then the reset
+    [_, reply] = chat.stored()
+    assert reply["status"] == "incomplete" and reply["content"] == "one two "
