@@ -17,8 +17,10 @@ from typing import Any
 import pytest
 
 from local.stack import LocalStack
+from local.template import load_template
 from sigstream.core.settings import parse_signing_keys
 from sigstream.core.signed_url import Grant, sign_query
+from tests.conftest import ROOT
 from tests.helpers import http, new_subject, signed_url, upstream_control, upstream_requests
 from tests.usechat import sdk_check
 
@@ -303,3 +305,41 @@ def test_errors_reach_the_transport_as_the_gateway_json(app_stack: LocalStack, c
     assert text_of(cut["v7"]["message"]) == "one two "  # the role chunk, then two words, then the reset
     [_, reply] = chat.stored()
     assert reply["status"] == "incomplete" and reply["content"] == "one two "
+
+
+def documented_allow_headers() -> list[str]:
+    """The header list in docs/reference/ui-message-stream.md (between the cors-allow-headers markers)."""
+    text = (ROOT / "docs" / "reference" / "ui-message-stream.md").read_text()
+    block = text.split("<!-- cors-allow-headers:start -->")[1].split("<!-- cors-allow-headers:end -->")[0]
+    return [line.strip().strip("`").lower() for line in block.splitlines() if line.strip().startswith("`")]
+
+
+def test_the_function_url_cors_allows_every_documented_header_and_exposes_the_request_id(
+    app_stack: LocalStack,
+) -> None:
+    documented = documented_allow_headers()
+    cors = load_template(ROOT / "template.yaml")["Resources"]["StreamFunction"]["Properties"]["FunctionUrlConfig"][
+        "Cors"
+    ]
+    assert sorted(h.lower() for h in cors["AllowHeaders"]) == sorted(documented)  # template == measured list
+    assert {"x-request-id", "x-vercel-ai-ui-message-stream", "retry-after"} <= set(cors["ExposeHeaders"])
+    origin = "http://127.0.0.1:5999"
+    url = app_stack.endpoints()["stream_url"] + "v1/chat"
+    status, headers, _ = http(
+        "OPTIONS",
+        url,
+        headers={
+            "origin": origin,
+            "access-control-request-method": "POST",
+            "access-control-request-headers": ",".join(documented),
+        },
+    )
+    lower = {k.lower(): v for k, v in headers.items()}
+    assert status == 200 and lower["access-control-allow-origin"] in ("*", origin)
+    assert set(lower["access-control-allow-headers"].split(",")) >= set(documented)
+    assert "GET" in lower["access-control-allow-methods"] and "POST" in lower["access-control-allow-methods"]
+    # Every answer carries x-request-id, errors included (what a browser can quote when reporting a failure).
+    status, headers, _ = http("POST", url, b"{}", {"origin": origin, "content-type": "application/json"})
+    lower = {k.lower(): v for k, v in headers.items()}
+    assert status == 400 and lower.get("x-request-id")  # no signature at all
+    assert "x-request-id" in lower["access-control-expose-headers"].split(",")
