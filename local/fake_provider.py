@@ -275,7 +275,7 @@ class _UpstreamHandler(BaseHTTPRequestHandler):
             return
         control = self.server.control
         with control.lock:
-            control.requests.append({"headers": dict(self.headers.items()), "body": body})
+            control.requests.append({"headers": dict(self.headers.items()), "body": body, "at": time.time()})
         fault = control.next_fault()
         if fault:
             if fault.get("delay"):

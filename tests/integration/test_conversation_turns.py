@@ -7,11 +7,13 @@ streamText with stopWhen), a turn visible from its start, Stop, resume with Last
 from __future__ import annotations
 
 import http.client as httpclient
+import io
 import json
 import shutil
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,7 +21,7 @@ from urllib.parse import urlsplit
 import openai
 import pytest
 
-from local.stack import LocalStack
+from local.stack import LocalStack, StackOptions
 from tests.conftest import ROOT
 from tests.helpers import (
     http,
@@ -391,3 +393,107 @@ def test_ai_sdk_stream_text_with_stop_when_completes_a_tool_loop_on_a_conversati
     out = node_run(EXAMPLES / "usechat" / "tool-loop.mjs", answer, "weather in Paris?")
     assert out["calls"] == [{"city": "Paris"}] and out["steps"] == 2 and out["text"].startswith("Echo (3 messages)")
     check_tool_loop(app_stack, subject, answer["conversation_id"], "weather in Paris?")
+
+
+@pytest.fixture(scope="module")
+def short_window_stack() -> Iterator[LocalStack]:
+    """template.yaml with a two-message window, so the third turn's window drops the first turn."""
+    stack = LocalStack(
+        StackOptions(
+            root=ROOT,
+            template=ROOT / "template.yaml",
+            parameters={"HistoryMaxMessages": "2", "SummaryMaxTokens": "64", "DailyTokenBudget": "100000"},
+            log_stream=io.StringIO(),
+        )
+    )
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+def budget_tokens(stack: LocalStack, subject: str) -> int:
+    assert stack.moto is not None
+    ddb = stack.moto.client("dynamodb")
+    table = ddb.list_tables()["TableNames"][0]
+    day = time.strftime("DAY#%Y%m%d", time.gmtime())
+    item = ddb.get_item(TableName=table, Key={"pk": {"S": f"RATE#{subject}"}, "sk": {"S": day}}).get("Item", {})
+    return int(item.get("tokens", {}).get("N", "0"))
+
+
+def streamed(client: openai.OpenAI, text: str) -> str:
+    stream = client.chat.completions.create(
+        model="local-echo-1", messages=[{"role": "user", "content": text}], stream=True
+    )
+    return "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+
+
+def test_the_rolling_summary_is_written_after_the_turn_and_opens_later_windows(
+    short_window_stack: LocalStack,
+) -> None:
+    stack = short_window_stack
+    upstream_control(stack, summary="SUMMARY: the user asked about apples.")
+    subject = new_subject()
+    answer = signed_url(stack, subject=subject)
+    cid = answer["conversation_id"]
+    client = client_for(answer)
+    streamed(client, "apples?")  # non-streamed chat calls get the `summary` control's text from this provider
+    assert len(upstream_requests(stack)) == 1  # two stored messages fit the window: nothing to summarise
+    charged = budget_tokens(stack, subject)
+    status, _, body = http(
+        "POST",
+        answer["url"],
+        json.dumps({"stream": True, "messages": [{"role": "user", "content": "pears?"}]}).encode(),
+        JSON,
+    )
+    done_at = time.time()
+    assert status == 200 and sse_events(body)[-1] == b"data: [DONE]\n\n"
+    end = time.monotonic() + 10
+    while len(upstream_requests(stack)) < 3 and time.monotonic() < end:
+        time.sleep(0.05)
+    turn, summary_call = upstream_requests(stack)[1:3]
+    assert turn["body"]["stream"] is True and summary_call["body"]["stream"] is False
+    assert summary_call["at"] >= done_at - 0.05  # after the client had [DONE] (the only slack: clock reads)
+    transcript = summary_call["body"]["messages"][-1]["content"]
+    assert "user: apples?" in transcript and "assistant: Echo (1 messages): apples?" in transcript
+    meta = next(i for i in table_items(stack, cid) if i["sk"]["S"] == "~META")
+    assert meta["summary"]["S"] == "SUMMARY: the user asked about apples." and meta["summary_through"]["N"] == "2"
+    end = time.monotonic() + 5
+    while budget_tokens(stack, subject) <= charged + 0 and time.monotonic() < end:
+        time.sleep(0.05)
+    # Both turns and the summary call are charged (the fake provider reports usage for each).
+    assert budget_tokens(stack, subject) > charged
+    streamed(client, "plums?")
+    third = [r for r in upstream_requests(stack) if r["body"]["stream"]][-1]  # (its own summary call may follow)
+    window = [(m["role"], m["content"]) for m in third["body"]["messages"]]
+    assert window == [
+        ("system", "Summary of the earlier conversation: SUMMARY: the user asked about apples."),
+        ("user", "pears?"),
+        ("assistant", "Echo (3 messages): pears?"),
+        ("user", "plums?"),
+    ]
+
+
+def test_summary_max_tokens_zero_turns_the_summary_off(tmp_path: Path) -> None:
+    stack = LocalStack(
+        StackOptions(
+            root=ROOT,
+            template=ROOT / "template.yaml",
+            parameters={"HistoryMaxMessages": "2", "SummaryMaxTokens": "0"},
+            log_stream=io.StringIO(),
+        )
+    )
+    stack.start()
+    try:
+        upstream_control(stack, summary="never asked for")
+        answer = signed_url(stack, subject=new_subject())
+        client = client_for(answer)
+        for text in ("one?", "two?", "three?"):
+            streamed(client, text)
+        time.sleep(0.5)  # time for a summary call, were there one
+        assert [r["body"]["stream"] for r in upstream_requests(stack)] == [True, True, True]
+        window = [m["content"] for m in upstream_requests(stack)[-1]["body"]["messages"]]
+        assert window == ["two?", "Echo (3 messages): two?", "three?"]  # the window alone, no summary message
+        meta = next(i for i in table_items(stack, answer["conversation_id"]) if i["sk"]["S"] == "~META")
+        assert "summary" not in meta
+    finally:
+        stack.stop()
