@@ -80,18 +80,20 @@ def test_the_sign_function_issues_v1_chat_urls_like_chat_completions_urls() -> N
 
 def test_ui_turn_output_ends_each_way_a_turn_can_end() -> None:
     complete = UiTurnOutput(UiStreamEncoder("m1"))
-    body = complete.event(_chunk(content="Hi")) + complete.end("complete")
+    body = complete.event(b"", _chunk(content="Hi"), 2) + complete.end("complete")
     assert [e["type"] for e in ui_events(body)][-2:] == ["finish-step", "finish"]
     stopped = UiTurnOutput(UiStreamEncoder("m2"))
-    body = stopped.event(_chunk(content="Hi")) + stopped.end("stopped")
+    body = stopped.event(b"", _chunk(content="Hi"), 2) + stopped.end("stopped")
     events = ui_events(body)
     assert events[-2]["type"] == "abort" and events[-1]["messageMetadata"]["status"] == "stopped"
     failed = UiTurnOutput(UiStreamEncoder("m3"))
-    body = failed.event(_chunk(content="Hi")) + failed.error("upstream_error", "gone") + failed.end("incomplete")
+    body = (
+        failed.event(b"", _chunk(content="Hi"), 2) + failed.error("upstream_error", "gone") + failed.end("incomplete")
+    )
     events = ui_events(body)  # one [DONE], at the end: end() after error() adds nothing
     assert [e for e in events if e["type"] == "error"] == [{"type": "error", "errorText": "upstream_error: gone"}]
     text = TextTurnOutput()
-    assert text.event(_chunk(content="Hé")) + text.error("x", "y") + text.end("incomplete") == "Hé".encode()
+    assert text.event(b"", _chunk(content="Hé"), 2) + text.error("x", "y") + text.end("incomplete") == "Hé".encode()
 
 
 def test_progress_output_replays_the_checkpoint_then_follows_and_ends_with_the_stored_status() -> None:

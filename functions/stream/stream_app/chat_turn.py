@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sigstream.core.errors import BadRequestError, ServiceUnavailableError, SigstreamError, UpstreamError
 from sigstream.core.settings import StreamSettings
@@ -38,7 +38,6 @@ from stream_app.chat.reply import Reply
 from stream_app.chat.request import ChatRequest, check_new_messages, parse_chat_request
 from stream_app.chat.sse import DONE, SseParser, error_event, event_data
 from stream_app.chat.summary import SummaryPlan, plan_summary, summary_answer, summary_request
-from stream_app.chat.turn_output import TurnOutput
 from stream_app.chat.window import provider_sequence, select_window, window_start
 from stream_app.http_io import SSE_HEADERS, HttpResult, Request, json_result
 from stream_app.observability import describe_cause, logger, note, record
@@ -48,8 +47,28 @@ from stream_app.turn_watch import TurnWatch, lease_until
 # still be recognised when the client resends the history up to it.
 REGENERATE_SLACK = 16
 
-# Another wire format for the reply (the AI SDK's, chat/turn_output.py), given the stored reply's id (None: stateless).
-OutputFactory = Callable[[str | None], TurnOutput]
+
+class LiveEncoder(Protocol):
+    """How a turn's live stream is written when it is not OpenAI SSE (the AI SDK's UI message stream, issue 14).
+
+    Without one, the provider's events are forwarded unchanged (with `id:` lines on a conversation turn).
+    """
+
+    def event(self, raw: bytes, chunk: dict[str, Any], position: int) -> bytes:
+        """Bytes for one provider event (`chunk` parsed; `position`: reply characters so far, the event id)."""
+        ...
+
+    def error(self, code: str, message: str) -> bytes:
+        """Bytes for a failure after the first byte (the stream then ends with `end("incomplete")`)."""
+        ...
+
+    def end(self, status: str) -> bytes:
+        """The stream's last bytes once the turn is stored: status complete / incomplete / stopped."""
+        ...
+
+
+# Makes a turn's encoder from its reply's message id (the stored reply's id; None on a stateless URL).
+EncoderFactory = Callable[[str | None], LiveEncoder]
 
 
 @dataclass
@@ -175,11 +194,10 @@ def chat_turn(
     grant: Grant,
     deps: ChatDeps,
     deadline: float | None = None,
-    *,
+    encoder: EncoderFactory | None = None,
     chat: ChatRequest | None = None,
-    output: OutputFactory | None = None,
 ) -> HttpResult:
-    """POST /v1/chat/completions; with `chat` (already parsed) and `output`, another route's turn (/v1/chat)."""
+    """POST /v1/chat/completions (and, with another `encoder` and a parsed `chat`, any chat wire format)."""
     if chat is None:
         chat = parse_chat_request(request.body, request.headers.get("content-type", ""), grant, deps.policy)
     key, history, reservation = _gather(deps, grant, chat)
@@ -196,8 +214,8 @@ def chat_turn(
             _moderate(deps, key, chat)
         params = {**chat.params, "messages": [m.to_openai() for m in plan.messages]}
         turn.begin()  # stored while the provider is called: it never waits for this write
-        if output is not None:
-            turn.output = output(turn.placeholder.id if turn.placeholder else None)
+        if encoder is not None:
+            turn.encoder = encoder(turn.placeholder.id if turn.placeholder else None)
         turn.started = deps.clock()
         response = deps.upstream.open_chat(key, params)  # retries 429/5xx and refused connections here
         turn.attach(response)
@@ -209,8 +227,7 @@ def chat_turn(
         turn.abandon()
         budget.fail(error if isinstance(error, SigstreamError) else SigstreamError())
         raise
-    headers = dict(turn.output.headers) if turn.output is not None else dict(SSE_HEADERS)
-    return HttpResult(200, headers, turn.stream(first, chunks), after=turn.after)
+    return HttpResult(200, dict(SSE_HEADERS), turn.stream(first, chunks), after=turn.after)
 
 
 def _moderate(deps: ChatDeps, key: str, chat: ChatRequest) -> None:
@@ -260,8 +277,8 @@ class _Turn:
         self.stop_signal: StopSignal | None = None
         self._stop_lock = threading.Lock()
         self.summary: SummaryPlan | None = None
-        self.output: TurnOutput | None = None  # None: the provider's SSE relayed as it is
-        self._chunk: dict[str, Any] = {}  # the event _accept parsed last
+        self.encoder: LiveEncoder | None = None
+        self._chunk: dict[str, Any] = {}
 
     # --- the stored turn ------------------------------------------------------------------------------
 
@@ -367,8 +384,8 @@ class _Turn:
             return False  # a client SDK would choke on it
         if chunk.__class__ is not dict:
             return False
-        self.reply.add_chunk(chunk)
         self._chunk = chunk
+        self.reply.add_chunk(chunk)
         if self.first_token_at is None:
             self.first_token_at = self.deps.clock()
         if not self.chat.usage_requested and not chunk.get("choices") and chunk.get("usage"):
@@ -383,8 +400,9 @@ class _Turn:
         """
         had_partial = self.parser.pending
         events = self.parser.feed(data)
-        if self.output is not None:  # re-encoded: _accept runs before event() reads the chunk it parsed
-            return b"".join(self.output.event(self._chunk) for raw in events if self._accept(raw))
+        if self.encoder is not None:
+            encode = self.encoder.event
+            return b"".join(encode(raw, self._chunk, self.reply.chars) for raw in events if self._accept(raw))
         if self.ids:
             return b"".join(b"id: %d\n" % self.reply.chars + raw for raw in events if self._accept(raw))
         kept = [raw for raw in events if self._accept(raw)]
@@ -418,7 +436,7 @@ class _Turn:
             status = yield from self._relay(first, chunks)
             self._finish(status)
             finished = True
-            yield self.output.end(status) if self.output is not None else DONE
+            yield DONE if self.encoder is None else self.encoder.end(status)
         finally:
             if not finished:  # GeneratorExit: the Runtime API connection broke mid-stream
                 self._finish("incomplete")
@@ -444,9 +462,10 @@ class _Turn:
                     out = events(data)
                     if out:
                         yield out
-            flushed = self.parser.flush()
-            if self.output is not None:
-                pending += [self.output.event(self._chunk) for raw in flushed if self._accept(raw)]
+            flushed = self.parser.flush()  # a last event without its blank line
+            if self.encoder is not None:
+                encode = self.encoder.event
+                pending += [encode(raw, self._chunk, self.reply.chars) for raw in flushed if self._accept(raw)]
             else:
                 pending += [raw for raw in flushed if self._accept(raw)]
         except Exception as exc:
@@ -455,20 +474,20 @@ class _Turn:
             error = _as_error(exc)
             record("StreamErrors", 1, kind=error.code)
             logger.warning("upstream failed mid-stream", extra={"kind": error.code, "cause": describe_cause(exc)})
-            yield b"".join([*pending, self._error_event(error.code, error.message)])
+            yield b"".join([*pending, self._error(error.code, error.message)])
             return "incomplete"
         if self.stopped and not self.saw_done:
             if any(pending):
                 yield b"".join(pending)  # what was read is sent (and stored) before the stream ends
             return "stopped"
         if not self.saw_done:
-            pending.append(self._error_event("upstream_error", "the provider ended the stream early"))
+            pending.append(self._error("upstream_error", "the provider ended the stream early"))
         if any(pending):
             yield b"".join(pending)
         return "complete" if self.saw_done else "incomplete"
 
-    def _error_event(self, code: str, message: str) -> bytes:
-        return self.output.error(code, message) if self.output is not None else error_event(code, message)
+    def _error(self, code: str, message: str) -> bytes:
+        return error_event(code, message) if self.encoder is None else self.encoder.error(code, message)
 
     def _close(self) -> None:
         if self.watch is not None:

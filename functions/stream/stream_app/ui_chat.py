@@ -11,7 +11,7 @@ import json
 import uuid
 from collections.abc import Callable
 
-from sigstream.core.errors import BadRequestError
+from sigstream.core.errors import BadRequestError, NotFoundError
 from sigstream.core.signed_url import Grant
 from stream_app.adapters.history_store import HistoryStore
 from stream_app.chat.request import parse_chat_request, parse_json_body
@@ -61,7 +61,16 @@ def ui_chat_turn(request: Request, grant: Grant, deps: ChatDeps, deadline: float
         message_id = response_message_id(body, reply_id or "msg_" + uuid.uuid4().hex[:24])
         return UiTurnOutput(UiStreamEncoder(message_id, metadata=metadata))
 
-    return chat_turn(request, grant, deps, deadline, chat=chat, output=output)
+    made: list[TurnOutput] = []
+
+    def encoder(reply_id: str | None) -> TurnOutput:
+        made.append(output(reply_id))
+        return made[0]
+
+    result = chat_turn(request, grant, deps, deadline, encoder=encoder, chat=chat)
+    if made:  # the turn answers (errors before the first byte were raised as JSON statuses)
+        result.headers = dict(made[0].headers)
+    return result
 
 
 def ui_resume_stream(
@@ -72,10 +81,17 @@ def ui_resume_stream(
     clock: Callable[[], float],
     deadline: float | None = None,
 ) -> HttpResult:
-    """GET /v1/chat/{id}/stream: the reply in progress replayed from its start, then followed; 204 when none."""
+    """GET /v1/chat/{id}/stream: the reply in progress replayed from its start, then followed; 204 when none.
+
+    Also 204 for a conversation that does not exist (yet, or for this subject): useChat treats anything else as an
+    error on a new chat's page load, and a 404 would say no more than the 204 does.
+    """
     check_id(conversation_id)
     text_only = stream_format(request.headers.get("accept"), request.query.get("format")) == "text"
-    reply = store.latest_live(conversation_id, grant.subject, clock())
+    try:
+        reply = store.latest_live(conversation_id, grant.subject, clock())
+    except NotFoundError:  # a new chat: useChat({resume: true}) reconnects on mount before its first message
+        reply = None
     if reply is None:
         return empty_result(204)
     output = ProgressOutput(reply.id, text_only=text_only, metadata={"conversationId": conversation_id})

@@ -1,8 +1,8 @@
 """How a chat turn's reply is written to the client (pure): OpenAI SSE as relayed, or re-encoded for the AI SDK.
 
 The turn runner (chat_turn.py) relays the provider's bytes unchanged on /v1/chat/completions. On /v1/chat it hands
-each parsed chunk to a `TurnOutput` instead: the UI message stream (`UiTurnOutput`) or the answer's text
-(`TextTurnOutput`). `ProgressOutput` encodes a stored reply being followed (chat/resume.py's `ReplyProgress`) for
+each parsed chunk to a `LiveEncoder` (chat_turn.py's protocol) instead: the UI message stream (`UiTurnOutput`) or the
+answer's text (`TextTurnOutput`); `TurnOutput` adds the response headers. `ProgressOutput` encodes a stored reply being followed (chat/resume.py's `ReplyProgress`) for
 the reconnect route GET /v1/chat/{id}/stream.
 """
 
@@ -24,15 +24,15 @@ CUT_OFF = "upstream_error: the reply was cut off before it ended"
 
 
 class TurnOutput(Protocol):
-    """One reply's bytes for the client, from upstream chunks and the turn's outcome."""
+    """One reply's bytes for the client, from upstream chunks and the turn's outcome (a LiveEncoder with headers)."""
 
     @property
     def headers(self) -> Mapping[str, str]:
         """The response headers."""
         ...
 
-    def event(self, chunk: dict[str, Any]) -> bytes:
-        """The bytes for one upstream chat.completion.chunk."""
+    def event(self, raw: bytes, chunk: dict[str, Any], position: int) -> bytes:
+        """The bytes for one upstream chat.completion.chunk (`raw` its event, `position` the reply's length)."""
         ...
 
     def error(self, code: str, message: str) -> bytes:
@@ -52,7 +52,7 @@ class UiTurnOutput:
     def __init__(self, encoder: UiStreamEncoder) -> None:
         self.encoder = encoder
 
-    def event(self, chunk: dict[str, Any]) -> bytes:
+    def event(self, raw: bytes, chunk: dict[str, Any], position: int) -> bytes:
         """The UI chunks for one upstream chunk (the first one opens the message)."""
         return self.encoder.feed(chunk)
 
@@ -77,7 +77,7 @@ class TextTurnOutput:
     def __init__(self) -> None:
         self.encoder = TextStreamEncoder()
 
-    def event(self, chunk: dict[str, Any]) -> bytes:
+    def event(self, raw: bytes, chunk: dict[str, Any], position: int) -> bytes:
         """Choice 0's text."""
         return self.encoder.feed(chunk)
 
