@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,9 +102,10 @@ def stored_view(stored: list[dict[str, Any]]) -> list[tuple[str, str | None]]:
 
 
 @pytest.fixture()
-def chat(app_stack: LocalStack) -> Chat:
+def chat(app_stack: LocalStack) -> Iterator[Chat]:
     upstream_control(app_stack)
-    return Chat(app_stack)
+    yield Chat(app_stack)
+    upstream_control(app_stack)  # faults, cuts and pacing must not reach the next test on this stack
 
 
 def test_default_chat_transport_multi_turn_every_chunk_valid_and_history_stored_once(
