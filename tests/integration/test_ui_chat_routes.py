@@ -179,6 +179,17 @@ def test_a_body_id_naming_another_conversation_is_refused(chat: Chat) -> None:
     assert status == 404  # nothing was stored
 
 
+def test_editing_a_sent_message_is_refused_with_a_clear_409(chat: Chat) -> None:
+    chat.messages = [user("hello", "u1")]
+    assert_valid(run([chat.case("turn")])[0])
+    chat.messages = [user("hello, edited", "u1")]  # sendMessage({text, messageId: "u1"})
+    [result] = run([chat.case("edit", messageId="u1")])
+    assert result["transport"]["statusCode"] == 409
+    error = json.loads(result["transport"]["thrown"])["error"]
+    assert error["code"] == "history_conflict" and error["param"] == "messageId"
+    assert [m["content"] for m in chat.stored()] == ["hello", "Echo (1 messages): hello"]
+
+
 def test_reconnect_without_a_reply_in_progress_is_204_and_null_in_the_sdk(chat: Chat) -> None:
     chat.messages = [user("hello", "u1")]
     assert_valid(run([chat.case("turn")])[0])

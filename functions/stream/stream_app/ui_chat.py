@@ -11,7 +11,7 @@ import json
 import uuid
 from collections.abc import Callable
 
-from sigstream.core.errors import BadRequestError, NotFoundError
+from sigstream.core.errors import BadRequestError, HistoryConflictError, NotFoundError
 from sigstream.core.signed_url import Grant
 from stream_app.adapters.history_store import HistoryStore
 from stream_app.chat.request import parse_chat_request, parse_json_body
@@ -33,6 +33,19 @@ def _body(request: Request, grant: Grant) -> UiChatBody:
     for name in _SERVER_SET:
         if name in body.params:
             raise BadRequestError(f"{name} is set by the gateway on /v1/chat (the answer always streams)", param=name)
+    last = body.turns[-1]
+    if (
+        body.trigger == "submit-message"
+        and body.message_id is not None
+        and (last.role, last.id) == ("user", body.message_id)
+    ):
+        # sendMessage({messageId}) replaces a sent user message and everything after it: the stored history would
+        # keep the old turn in front of the new one, so the provider would see what the page no longer shows.
+        raise HistoryConflictError(
+            "editing a sent message (sendMessage with messageId) is not supported; regenerate the reply or start a "
+            "new chat",
+            param="messageId",
+        )
     if grant.conversation_id and body.chat_id is not None and body.chat_id != grant.conversation_id:
         raise BadRequestError(
             "id names another chat than the conversation this URL is signed for: give useChat the conversation id "
