@@ -566,3 +566,21 @@ def stack_moto(stack: LocalStack) -> tuple[Any, str]:
     assert stack.moto is not None
     client = stack.moto.client("dynamodb")
     return client, client.list_tables()["TableNames"][0]
+
+
+def test_stop_is_noticed_while_the_provider_is_silent(app_stack: LocalStack) -> None:
+    upstream_control(app_stack, stall_after=6, stall_seconds=20, reply=SLOW_REPLY)
+    subject = new_subject()
+    answer = signed_url(app_stack, subject=subject)
+    cid = answer["conversation_id"]
+    live = LiveStream(answer["url"], [{"role": "user", "content": "think hard"}])
+    live.wait_for_text(len("word0 word1 word2 word3 word4"))  # then the provider goes quiet for 20 s
+    time.sleep(0.5)
+    asked = time.time()
+    status, _, body = http("POST", route(app_stack, subject, "POST", f"/v1/conversations/{cid}/stop"), b"", JSON)
+    assert status == 200 and json.loads(body)["stopped"] is True
+    received = live.finish(timeout=10)
+    assert upstream_disconnects(app_stack) and upstream_disconnects(app_stack)[0] - asked < 1.5
+    assert sse_events(received)[-1] == b"data: [DONE]\n\n"
+    stored = messages_of(app_stack, subject, cid)
+    assert (stored[1]["content"], stored[1]["status"]) == (sse_text(received), "stopped")
