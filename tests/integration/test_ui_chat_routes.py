@@ -241,6 +241,27 @@ def test_stop_route_ends_the_stream_and_the_stored_reply_is_what_was_shown(app_s
     assert reply["status"] == "stopped" and reply["content"] == shown
 
 
+def test_a_reply_stopped_before_its_first_token_does_not_break_the_next_turn(app_stack: LocalStack, chat: Chat) -> None:
+    # The provider sends its role chunk (our first byte) and then stays silent: the stop lands before any text.
+    upstream_control(app_stack, stall_after=1, stall_seconds=8)
+    chat.messages = [user("hello", "u1")]
+    results: dict[str, Any] = {}
+    stopper = _later(1.0, lambda: results.update(stop=http("POST", chat.url("stop"), b"")))
+    [result] = run([chat.case("stopped-early")])
+    stopper.join(30)
+    message = assert_valid(result)
+    assert text_of(message) == "" and message["metadata"]["status"] == "stopped"
+    assert [(m["role"], m["content"], m["status"]) for m in chat.stored()] == [
+        ("user", "hello", "complete"),
+        ("assistant", "", "stopped"),
+    ]
+    upstream_control(app_stack)
+    chat.messages = [chat.messages[0], message, user("again", "u2")]  # the SDK's own (text-less) message resent
+    again = assert_valid(run([chat.case("after-early-stop")])[0])
+    assert text_of(again) == "Echo (3 messages): again"
+    assert [m["content"] for m in chat.stored()] == ["hello", "", "again", "Echo (3 messages): again"]
+
+
 def _tool_call_sse(path: Path) -> Path:
     """A provider stream that calls the page's client-side tool getLocation (OpenAI's chunk shapes)."""
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from sigstream.core.errors import BadRequestError, HistoryConflictError, NotFoundError
 from sigstream.core.signed_url import Grant
@@ -55,13 +56,27 @@ def _body(request: Request, grant: Grant) -> UiChatBody:
     return body
 
 
+def _messages(body: UiChatBody, conversation: bool) -> list[dict[str, Any]]:
+    """The chat-completions messages; on a conversation, an assistant message without text stays (empty).
+
+    A reply stopped before its first token is stored with empty text; the SDK's conversion drops such a message,
+    and the resent history would then skip a stored message (and be taken for new messages, repeating the user's).
+    """
+    out: list[dict[str, Any]] = []
+    for turn in body.turns:
+        if conversation and turn.role == "assistant" and not turn.openai:
+            out.append({"role": "assistant", "content": ""})
+        out.extend(turn.openai)
+    return out
+
+
 def ui_chat_turn(request: Request, grant: Grant, deps: ChatDeps, deadline: float | None = None) -> HttpResult:
     """POST /v1/chat: a useChat request, answered as a UI message stream (or text with `Accept: text/plain`)."""
     body = _body(request, grant)
     text_only = stream_format(request.headers.get("accept"), request.query.get("format")) == "text"
     doc = {
         **body.params,
-        "messages": body.openai_messages(),
+        "messages": _messages(body, bool(grant.conversation_id)),
         "stream": True,
         "stream_options": {"include_usage": True},  # usage goes to the client as the finish chunk's metadata
     }
