@@ -222,6 +222,23 @@ def test_reconnect_mid_answer_replays_then_follows_to_the_end(app_stack: LocalSt
     assert stored_view(chat.stored()) == [("user", "slow"), ("assistant", text_of(live))]
 
 
+def test_text_stream_transport_reconnects_to_the_reply_as_plain_text(app_stack: LocalStack, chat: Chat) -> None:
+    upstream_control(app_stack, reply=" ".join(f"w{i}" for i in range(30)), delay_ms=100)
+    chat.messages = [user("slow text", "u1")]
+    results: dict[str, Any] = {}
+    sender = threading.Thread(target=lambda: results.update(live=run([chat.case("live", format="text")])[0]))
+    sender.start()
+    time.sleep(1.8)
+    [resumed] = run([{**chat.case("reconnect", format="text"), "api": chat.url("stream"), "reconnect": True}])
+    sender.join(60)
+    full = " ".join(f"w{i}" for i in range(30))
+    assert results["live"]["response"]["body"] == full
+    assert resumed["response"]["headers"]["content-type"].startswith("text/plain")
+    assert resumed["response"]["body"] == full  # replayed from the start, then followed: the text once
+    for major in MAJORS:
+        assert resumed[major]["text"] == full, resumed[major]
+
+
 def test_stop_route_ends_the_stream_and_the_stored_reply_is_what_was_shown(app_stack: LocalStack, chat: Chat) -> None:
     upstream_control(app_stack, reply=" ".join(f"w{i}" for i in range(60)), delay_ms=100)
     chat.messages = [user("slow then stop", "u1")]
