@@ -168,6 +168,36 @@ def test_stop_aborts_the_fetch_calls_the_stop_route_and_the_stored_reply_is_what
     assert view(settled(site, chat.chat_id)) == shown(chat)
 
 
+def test_a_stop_that_arrives_after_the_reply_ended_shows_the_stored_reply(
+    chat: Any, site: UseChatSite, dev_stack: DevStack
+) -> None:
+    """stop() aborted the fetch, but the stop request comes too late: the turn ran on (a disconnect is no stop)."""
+    dev_stack.upstream(reply=words(20), delay_ms=60)
+    open_chat(chat, site)
+
+    def late(route: Any) -> None:
+        deadline = time.monotonic() + 15
+        while site.stored(chat.chat_id)[-1:] and site.stored(chat.chat_id)[-1]["status"] == "in_progress":
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        route.continue_()
+
+    chat.route("**/v1/conversations/*/stop?*", late)
+    send(chat, "stop too late")
+    wait_text(chat, "w3 ")
+    chat.click('[data-testid="stop"]')
+    wait_text(chat, f"w{20 - 1}")  # the page switched to the stored, complete reply
+    wait_ready(chat)
+    stored = settled(site, chat.chat_id)
+    assert stored[-1]["status"] == "complete"
+    assert view(stored) == shown(chat) == [("user", "stop too late"), ("assistant", words(20))]
+    dev_stack.upstream()
+    send(chat, "and on")  # the resent history matches the stored one
+    wait_text(chat, "and on")
+    wait_ready(chat)
+    assert view(settled(site, chat.chat_id)) == shown(chat)
+
+
 def test_regenerate_replaces_the_last_answer_without_a_second_user_turn(
     chat: Any, site: UseChatSite, dev_stack: DevStack
 ) -> None:

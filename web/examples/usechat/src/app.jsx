@@ -12,14 +12,13 @@ const signedUrl = signedUrlSource(config.backend ?? "/backend/signed-url");
 const textMode = new URLSearchParams(location.search).get("transport") === "text";
 
 // The stored history, so a reload shows the conversation (and a reply in progress, which `resume` then follows).
-async function loadHistory() {
-  if (config.messages) return config.messages;
+async function storedHistory() {
   const response = await fetch(`${await signedUrl("messages", config.chatId)}&limit=100`);
   if (response.status === 404) return []; // a new conversation: nothing stored yet
   if (!response.ok) throw new Error(`could not load the history (${response.status})`);
   return toUiMessages((await response.json()).data);
 }
-const history = await loadHistory();
+const history = config.messages ?? (await storedHistory());
 
 // Tools the model may call; they run here in the browser (onToolCall), and their definitions go to the provider.
 const TOOLS = [
@@ -92,7 +91,12 @@ function ChatView() {
     const shown = shownCharacters(chat.messages.at(-1));
     await stop();
     const url = await signedUrl("stop", config.chatId);
-    await fetch(url, { method: "POST", headers: { "last-event-id": String(shown) } }).catch(() => {});
+    const answer = await fetch(url, { method: "POST", headers: { "last-event-id": String(shown) } })
+      .then((response) => (response.ok ? response.json() : null))
+      .catch(() => null);
+    // The reply had already ended (`stopped: false`: stored whole): show what is stored, which the next request
+    // resends; a page showing less would no longer match the history.
+    if (answer && !answer.stopped) chat.messages = await storedHistory();
   }
 
   return (
