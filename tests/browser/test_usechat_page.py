@@ -58,6 +58,7 @@ def chat(browser: Any, site: UseChatSite, dev_stack: DevStack) -> Iterator[Any]:
     page.chat_id = site.new_chat()
     yield page
     context.close()
+    dev_stack.upstream()  # pacing, faults and tool calls must not reach the next test on this stack
     assert errors == [], errors
 
 
@@ -318,16 +319,20 @@ def test_openai_node_helpers_work_from_chromium_on_another_origin(
     page = context.new_page()
     page.goto(f"{site.origin}/probe.html")
     page.wait_for_function("() => typeof window.runHelpers === 'function'")
-    results = page.evaluate(
-        "signed => window.runHelpers(signed)", {"baseURL": signed["base_url"], "query": signed["query"]}
-    )
-    context.close()
+    try:
+        results = page.evaluate(
+            "signed => window.runHelpers(signed)", {"baseURL": signed["base_url"], "query": signed["query"]}
+        )
+        requests = dev_stack.requests()
+    finally:
+        context.close()
+        dev_stack.upstream()
     assert results["stream"] == {"ok": "Echo (1 messages): via stream()"}, results
     assert results["parse"] == {"ok": "Echo (1 messages): via parse()"}, results
     assert results["runTools"] == {
         "ok": {"content": "Echo (3 messages): via runTools()", "messages": ["user", "assistant", "tool", "assistant"]}
     }, results
-    assert len(dev_stack.requests()) == 4  # stream, parse, and runTools' two calls all reached the provider
+    assert len(requests) == 4  # stream, parse, and runTools' two calls all reached the provider
 
 
 @pytest.fixture(scope="module")
