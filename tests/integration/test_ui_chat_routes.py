@@ -394,3 +394,43 @@ def test_the_function_url_cors_allows_every_documented_header_and_exposes_the_re
     lower = {k.lower(): v for k, v in headers.items()}
     assert status == 400 and lower.get("x-request-id")  # no signature at all
     assert "x-request-id" in lower["access-control-expose-headers"].split(",")
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"status": "complete"}, "status"),  # a server-owned field is no parameter
+        ({"superseded_by": "msg_x"}, "superseded_by"),
+        ({"stream": False}, "stream"),  # the gateway streams /v1/chat
+        ({"stream_options": {"include_usage": False}}, "stream_options"),
+        ({"messages": [{"id": "u1", "role": "user", "content": "hi"}]}, "messages[0].parts"),
+        ({"messages": [{"id": "u1", "role": "tool", "parts": []}]}, "messages[0].role"),
+        (
+            {"messages": [{"id": "x" * 300, "role": "user", "parts": [{"type": "text", "text": "hi"}]}]},
+            "messages[0].id",
+        ),
+        ({"trigger": "resume-stream"}, "trigger"),
+        ({"id": 42}, "id"),
+    ],
+)
+def test_bad_v1_chat_bodies_are_400s_naming_the_field_and_store_nothing(
+    chat: Chat, body: dict[str, Any], param: str
+) -> None:
+    doc = {"id": chat.id, "messages": [user("hi", "u1")], "trigger": "submit-message", **body}
+    status, _, data = http("POST", chat.url(), json.dumps(doc).encode(), {"content-type": "application/json"})
+    assert status == 400, data
+    assert json.loads(data)["error"]["param"] == param
+    assert http("GET", chat.url("messages"))[0] == 404  # nothing was stored
+
+
+def test_client_metadata_and_ui_ids_never_become_stored_fields(chat: Chat) -> None:
+    message = {**user("hi", "msg_chosenByTheClient"), "metadata": {"status": "superseded", "id": "msg_x"}}
+    doc = {"id": chat.id, "messages": [message], "trigger": "submit-message"}
+    status, _, data = http("POST", chat.url(), json.dumps(doc).encode(), {"content-type": "application/json"})
+    assert status == 200 and data.endswith(b"data: [DONE]\n\n")
+    stored = chat.stored()
+    assert [(m["role"], m["status"]) for m in stored] == [("user", "complete"), ("assistant", "complete")]
+    assert "msg_chosenByTheClient" not in {m["id"] for m in stored}
+    # The reconnect route reads no client position: a nonsense Last-Event-ID changes nothing.
+    status, _, _ = http("GET", chat.url("stream"), headers={"last-event-id": "-1"})
+    assert status == 204
