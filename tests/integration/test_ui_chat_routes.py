@@ -8,6 +8,7 @@ resends the message the SDK itself built (readUIMessageStream). The stored histo
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -434,3 +435,19 @@ def test_client_metadata_and_ui_ids_never_become_stored_fields(chat: Chat) -> No
     # The reconnect route reads no client position: a nonsense Last-Event-ID changes nothing.
     status, _, _ = http("GET", chat.url("stream"), headers={"last-event-id": "-1"})
     assert status == 204
+
+
+def test_single_use_and_body_bound_urls_hold_on_v1_chat(chat: Chat) -> None:
+    body = json.dumps({"id": chat.id, "messages": [user("once", "u1")], "trigger": "submit-message"}).encode()
+    headers = {"content-type": "application/json"}
+    once = chat.url(single_use=True)
+    assert http("POST", once, body, headers)[0] == 200
+    status, _, data = http("POST", once, body, headers)
+    assert status == 403 and json.loads(data)["error"]["code"] == "already_used"
+    other = Chat(chat.stack, chat.subject)
+    body = json.dumps({"id": other.id, "messages": [user("bound", "u1")], "trigger": "submit-message"}).encode()
+    bound = other.url(body_sha256=hashlib.sha256(body).hexdigest())
+    assert (
+        http("POST", bound, body.replace(b"bound", b"BOUND"), headers)[0] == 403
+    )  # the signed body hash is the UI body's
+    assert http("POST", bound, body, headers)[0] == 200
