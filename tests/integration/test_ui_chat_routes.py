@@ -157,6 +157,31 @@ def test_regenerate_replaces_the_last_reply_without_a_second_user_turn(chat: Cha
     assert [m["role"] for m in chat.stored()] == ["user", "assistant", "user", "assistant"]
 
 
+def test_regenerating_an_earlier_reply_is_a_clear_409(chat: Chat) -> None:
+    chat.messages = [user("one", "u1")]
+    first = assert_valid(run([chat.case("turn-1")])[0])
+    chat.messages = [chat.messages[0], first, user("two", "u2")]
+    assert_valid(run([chat.case("turn-2")])[0])
+    # regenerate({messageId: first.id}): useChat keeps the messages before it, so only "one" is sent.
+    chat.messages = [user("one", "u1"), first, user("two", "u2")][:1]
+    [result] = run([chat.case("regenerate-first", trigger="regenerate-message", messageId=first["id"])])
+    assert result["transport"]["statusCode"] == 409, result
+    error = json.loads(result["transport"]["thrown"])["error"]
+    assert error["code"] == "history_conflict", error
+    assert len(chat.stored()) == 4  # nothing superseded, nothing added
+
+
+def test_a_page_that_did_not_load_the_stored_history_is_told_so(chat: Chat) -> None:
+    chat.messages = [user("one", "u1")]
+    assert_valid(run([chat.case("turn-1")])[0])
+    chat.messages = [user("two", "u9")]  # useChat started empty on a conversation that has a history
+    [result] = run([chat.case("without-history")])
+    assert result["transport"]["statusCode"] == 409, result
+    error = json.loads(result["transport"]["thrown"])["error"]
+    assert error["code"] == "history_conflict" and "GET /v1/conversations/{id}/messages" in error["message"]
+    assert [m["content"] for m in chat.stored()] == ["one", "Echo (1 messages): one"]
+
+
 def test_text_stream_transport_gets_the_answer_as_plain_text(chat: Chat) -> None:
     chat.messages = [user("plain please", "u1")]
     [result] = run([chat.case("text", format="text")])

@@ -15,6 +15,7 @@ from typing import Any
 from sigstream.core.errors import BadRequestError, HistoryConflictError, NotFoundError
 from sigstream.core.signed_url import Grant
 from stream_app.adapters.history_store import HistoryStore
+from stream_app.chat.history_merge import Merge
 from stream_app.chat.request import parse_chat_request, parse_json_body
 from stream_app.chat.turn_output import ProgressOutput, TextTurnOutput, TurnOutput, UiTurnOutput
 from stream_app.chat.ui_messages import UiChatBody, parse_ui_chat_body, response_message_id
@@ -70,6 +71,29 @@ def _messages(body: UiChatBody, conversation: bool) -> list[dict[str, Any]]:
     return out
 
 
+def _check_merge(body: UiChatBody, merge: Merge) -> None:
+    """Refuse a merge the request's trigger does not mean (useChat always resends the whole conversation).
+
+    `submit-message` must resend the stored history (then new messages); `regenerate-message` must send it up to
+    its last user message. "Only new messages" after a stored history is then a page that did not load it (the
+    next request would conflict anyway), or a regenerate of an earlier reply: refused now, with the reason.
+    """
+    if merge.base == 0:
+        return  # nothing stored before these messages: a new chat (or one whose first turn failed)
+    if body.trigger == "regenerate-message" and merge.kind != "regenerate":
+        raise HistoryConflictError(
+            "regenerate-message must send the stored history up to its last user message (only the last reply "
+            "can be regenerated)",
+            param="messages",
+        )
+    if body.trigger == "submit-message" and merge.kind != "resent":
+        raise HistoryConflictError(
+            "submit-message must resend the stored history before the new message: give useChat the stored "
+            "messages (GET /v1/conversations/{id}/messages) as its initial messages",
+            param="messages",
+        )
+
+
 def ui_chat_turn(request: Request, grant: Grant, deps: ChatDeps, deadline: float | None = None) -> HttpResult:
     """POST /v1/chat: a useChat request, answered as a UI message stream (or text with `Accept: text/plain`)."""
     body = _body(request, grant)
@@ -95,7 +119,9 @@ def ui_chat_turn(request: Request, grant: Grant, deps: ChatDeps, deadline: float
         made.append(output(reply_id))
         return made[0]
 
-    result = chat_turn(request, grant, deps, deadline, encoder=encoder, chat=chat)
+    result = chat_turn(
+        request, grant, deps, deadline, encoder=encoder, chat=chat, check_merge=lambda m: _check_merge(body, m)
+    )
     if made:  # the turn answers (errors before the first byte were raised as JSON statuses)
         result.headers = dict(made[0].headers)
     return result
