@@ -584,3 +584,14 @@ def test_stop_is_noticed_while_the_provider_is_silent(app_stack: LocalStack) -> 
     assert sse_events(received)[-1] == b"data: [DONE]\n\n"
     stored = messages_of(app_stack, subject, cid)
     assert (stored[1]["content"], stored[1]["status"]) == (sse_text(received), "stopped")
+
+
+@pytest.mark.parametrize("query", ["&include=everything", "&include=", "&include=superseded&include=superseded"])
+def test_the_messages_listing_refuses_unknown_include_values(app_stack: LocalStack, query: str) -> None:
+    upstream_control(app_stack)
+    subject = new_subject()
+    answer = signed_url(app_stack, subject=subject)
+    streamed(client_for(answer), "hi")
+    url = route(app_stack, subject, "GET", f"/v1/conversations/{answer['conversation_id']}/messages")
+    status, _, body = http("GET", url + query)
+    assert status == 400 and b"Traceback" not in body, body
