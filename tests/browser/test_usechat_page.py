@@ -262,6 +262,29 @@ def test_a_client_side_tool_call_round_trip(chat: Any, site: UseChatSite, dev_st
     assert [m["role"] for m in sent] == ["user", "assistant", "tool"]  # each once at the provider
 
 
+def test_reload_during_the_answer_after_a_client_tool_resumes_it_and_the_chat_goes_on(
+    chat: Any, site: UseChatSite, dev_stack: DevStack
+) -> None:
+    dev_stack.upstream(tool_call={"name": "getLocation", "arguments": "{}"}, reply=words(), delay_ms=120)
+    open_chat(chat, site)
+    send(chat, "where am I, slowly?")
+    wait_text(chat, "w6 ")  # the answer after the tool result is streaming
+    chat.reload()
+    wait_text(chat, f"w{WORDS - 1}")
+    wait_ready(chat)
+    tool = chat.query_selector('[data-testid="tool"][data-tool="getLocation"]')
+    assert tool is not None and tool.get_attribute("data-state") == "output-available"
+    assert assistant_texts(chat)[-1] == words()  # resumed as its own message (docs: its stored id), once
+    stored = settled(site, chat.chat_id)
+    assert [m["role"] for m in stored] == ["user", "assistant", "tool", "assistant"]
+    assert view(stored) == shown(chat)
+    dev_stack.upstream()
+    send(chat, "thanks")  # what the page resends still matches the stored history
+    wait_text(chat, "thanks")
+    wait_ready(chat)
+    assert view(settled(site, chat.chat_id)) == shown(chat)
+
+
 @pytest.mark.parametrize(
     ("scenario", "expected"),
     [

@@ -4,7 +4,7 @@
 // One UI assistant message per reply block, as the AI SDK builds it: an assistant message, its tool results, and the
 // assistant messages that continue it (after client-side tool results) until the next user message; its id is the
 // first stored reply's id, which is also the `messageId` of the live stream's `start` chunk. A reply still
-// `in_progress` is included: useChat({resume: true}) replays it under the same id and replaces it.
+// `in_progress` that starts a block is included: useChat({resume: true}) replays it under the same id and replaces it.
 
 function toolPart(call, result) {
   let input = {};
@@ -28,6 +28,12 @@ export function toUiMessages(stored) {
       current = null;
       const text = typeof m.content === "string" ? m.content : (m.content ?? []).filter((p) => p.type === "text").map((p) => p.text).join("");
       out.push({ id: m.id, role: m.role === "developer" ? "system" : m.role, parts: [{ type: "text", text }] });
+      continue;
+    }
+    if (current !== null && m.status === "in_progress") {
+      // A continuation still being written resumes under its own stored id (the reconnect stream's messageId), so
+      // it is left to `resume` as a message of its own; resent later, the two still match the stored history.
+      current = null;
       continue;
     }
     if (current === null) {
