@@ -595,3 +595,22 @@ def test_the_messages_listing_refuses_unknown_include_values(app_stack: LocalSta
     url = route(app_stack, subject, "GET", f"/v1/conversations/{answer['conversation_id']}/messages")
     status, _, body = http("GET", url + query)
     assert status == 400 and b"Traceback" not in body, body
+
+
+def test_a_browser_may_send_last_event_id_to_the_stop_and_resume_routes(app_stack: LocalStack) -> None:
+    origin = "http://127.0.0.1:8000"  # AllowedOrigins is * by default
+    stream_url = app_stack.endpoints()["stream_url"].rstrip("/")
+    for method, path in (("POST", "stop"), ("GET", "stream")):
+        status, headers, _ = http(
+            "OPTIONS",
+            f"{stream_url}/v1/conversations/conv_x/{path}",
+            None,
+            {
+                "Origin": origin,
+                "Access-Control-Request-Method": method,
+                "Access-Control-Request-Headers": "last-event-id,content-type",
+            },
+        )
+        lower = {k.lower(): v for k, v in headers.items()}
+        assert status == 200 and method in lower["access-control-allow-methods"]
+        assert "last-event-id" in lower["access-control-allow-headers"].split(",")
