@@ -476,3 +476,15 @@ def test_single_use_and_body_bound_urls_hold_on_v1_chat(chat: Chat) -> None:
         http("POST", bound, body.replace(b"bound", b"BOUND"), headers)[0] == 403
     )  # the signed body hash is the UI body's
     assert http("POST", bound, body, headers)[0] == 200
+
+
+def test_the_gateways_own_rate_limit_reaches_the_transport_as_a_429(app_stack: LocalStack) -> None:
+    subject = new_subject()
+    url = signed_url(app_stack, subject=subject, path="/v1/chat", stateless=True, expires_in=120)["url"]
+    body = json.dumps({"id": "c", "messages": [user("hi", "u1")], "trigger": "submit-message"}).encode()
+    statuses = [http("POST", url, body, {"content-type": "application/json"})[0] for _ in range(20)]  # RateLimit 20
+    assert statuses == [200] * 20
+    [result] = run([{"name": "limited", "api": url, "chatId": "c", "messages": [user("hi", "u1")]}])
+    assert result["transport"]["statusCode"] == 429, result
+    assert json.loads(result["transport"]["thrown"])["error"]["code"] == "rate_limited"
+    assert int(result["response"]["headers"]["retry-after"]) >= 1
