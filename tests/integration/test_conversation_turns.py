@@ -511,6 +511,15 @@ def test_an_answer_longer_than_a_dynamodb_item_is_stored_whole_and_read_back(app
     stored = messages_of(app_stack, subject, cid)
     assert [(m["role"], m["status"]) for m in stored] == [("user", "complete"), ("assistant", "complete")]
     assert stored[1]["content"] == long_reply
+    # The next turn still works: a reply over the window's token budget stays out (the summary takes it in).
+    end = time.monotonic() + 10
+    while time.monotonic() < end and not any("summary" in i for i in table_items(app_stack, cid)):
+        time.sleep(0.1)  # written after the response, by the environment that served it
+    upstream_control(app_stack)
+    assert streamed(client_for(answer), "and now?") == "Echo (2 messages): and now?"
+    turn = [r for r in upstream_requests(app_stack) if r["body"]["stream"]][-1]["body"]["messages"]
+    assert [m["role"] for m in turn] == ["system", "user"]  # the summary of what the window left out, the question
+    assert turn[0]["content"].startswith("Summary of the earlier conversation: ")
 
 
 def test_a_reply_whose_turn_died_reads_as_incomplete_and_blocks_nothing(app_stack: LocalStack) -> None:
