@@ -507,3 +507,28 @@ def test_the_gateways_own_rate_limit_reaches_the_transport_as_a_429(app_stack: L
     assert result["transport"]["statusCode"] == 429, result
     assert json.loads(result["transport"]["thrown"])["error"]["code"] == "rate_limited"
     assert int(result["response"]["headers"]["retry-after"]) >= 1
+
+
+def test_file_parts_reach_the_provider_as_content_parts_the_deployment_allows(
+    app_stack: LocalStack, chat: Chat
+) -> None:
+    pixel = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+    image = {"type": "file", "mediaType": "image/png", "url": pixel}
+    chat.messages = [{"id": "u1", "role": "user", "parts": [{"type": "text", "text": "what is this?"}, image]}]
+    reply = assert_valid(run([chat.case("image")])[0])
+    assert text_of(reply).startswith("Echo (1 messages): what is this?")
+    [sent] = upstream_requests(app_stack)[-1]["body"]["messages"]
+    assert sent["content"] == [
+        {"type": "text", "text": "what is this?"},
+        {"type": "image_url", "image_url": {"url": pixel}},
+    ]
+    pdf = {"type": "file", "mediaType": "application/pdf", "url": "data:application/pdf;base64,JVBERi0xLjQK"}
+    chat.messages = [
+        *chat.messages,
+        reply,
+        {"id": "u2", "role": "user", "parts": [{"type": "text", "text": "and"}, pdf]},
+    ]
+    [refused] = run([chat.case("pdf")])  # files are opt-in (ContentParts): a 400 naming the part, not a provider error
+    assert refused["transport"]["statusCode"] == 400
+    error = json.loads(refused["transport"]["thrown"])["error"]
+    assert "file" in error["message"] and error["param"].startswith("messages[2].content[1]")
