@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from sigstream_runtime import StreamingResponse
@@ -18,16 +18,22 @@ APP = build_app(os.environ, time.time)
 STORE_SECONDS = 2.0
 
 
-def _flushing(body: Iterable[bytes]) -> Iterator[bytes]:
-    try:
-        yield from body
-    finally:
-        flush()  # metrics once the stream (and the stored turn) is done
+def _after(work: Callable[[], None] | None) -> Callable[[], None]:
+    def run() -> None:
+        try:
+            if work is not None:
+                work()  # e.g. the rolling summary: the client already has the whole response
+        finally:
+            flush()  # metrics once the stream, the stored turn and the work after it are done
+
+    return run
 
 
 def handler(event: Any, context: Any) -> StreamingResponse:
     """Lambda handler (runs on the streaming runtime layer)."""
     remaining = getattr(context, "get_remaining_time_in_millis", None)
-    deadline = time.monotonic() + remaining() / 1000 - STORE_SECONDS if callable(remaining) else None
-    result = APP.handle(event, deadline)
-    return StreamingResponse(_flushing(result.body), result.status, result.headers)
+    left = remaining() / 1000 if callable(remaining) else None
+    deadline = None if left is None else time.time() + left
+    upstream_deadline = None if left is None else time.monotonic() + left - STORE_SECONDS
+    result = APP.handle(event, deadline, upstream_deadline)
+    return StreamingResponse(result.body, result.status, result.headers, after=_after(result.after))

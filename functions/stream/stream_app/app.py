@@ -44,19 +44,21 @@ class StreamApp:
             settings, store, upstream, lambda: secrets.get(settings.provider_key_secret).strip(), clock, self.pool
         )
 
-    def handle(self, event: Any, deadline: float | None = None) -> HttpResult:
+    def handle(self, event: Any, deadline: float | None = None, upstream_deadline: float | None = None) -> HttpResult:
         """One request, to a result; every failure becomes an OpenAI-shaped JSON error.
 
-        `deadline` (time.monotonic()) is when the provider must be let go, so the turn is still stored in time.
+        `deadline` (epoch seconds) is when Lambda ends this invocation: a reply in progress never claims a
+        lease beyond it. `upstream_deadline` (time.monotonic()) is when the provider must be let go, so the turn
+        is still stored in time.
         """
-        self.upstream.deadline = deadline
+        self.upstream.deadline = upstream_deadline
         logger.clear_state()  # keys appended for the previous invocation (its subject...) must not leak into this one
         observability.begin()
         try:
             request = parse_event(event, self.settings.max_body_bytes)
             logger.append_keys(request_id=request.request_id)
             observability.note(request_id=request.request_id, method=request.method)
-            result = self._route(request)
+            result = self._route(request, deadline)
         except SigstreamError as error:
             self._log_refusal(error)
             result = error_result(error)
@@ -97,7 +99,7 @@ class StreamApp:
             "upstream_base_url": self.settings.upstream_base_url,
         }
 
-    def _route(self, request: Request) -> HttpResult:
+    def _route(self, request: Request, deadline: float | None = None) -> HttpResult:
         if request.path == "/" and is_sw1_query(request.raw_query):
             observability.note(route="sw1")
             return self._sw1(request)
@@ -120,14 +122,19 @@ class StreamApp:
         )
         logger.append_keys(subject=grant.subject, conversation_id=grant.conversation_id)
         if route.name == "chat":
-            return chat_turn(request, grant, self.chat)  # consumes the nonce alongside its other checks
+            return chat_turn(request, grant, self.chat, deadline)  # consumes the nonce alongside its other checks
         if grant.nonce:  # single use means single use, on every route
             self.store.consume_nonce(grant.nonce, grant.expires + 60)
+        conversation_id = route.conversation_id or ""
         if route.name == "list_conversations":
             return conversations.list_conversations(request, grant, self.store)
         if route.name == "list_messages":
-            return conversations.list_messages(request, grant, self.store, route.conversation_id or "")
-        return conversations.delete_conversation(grant, self.store, route.conversation_id or "")
+            return conversations.list_messages(request, grant, self.store, conversation_id, self.clock())
+        if route.name == "stop_turn":
+            return conversations.stop_turn(request, grant, self.store, conversation_id, self.clock)
+        if route.name == "resume_stream":
+            return conversations.resume_stream(request, grant, self.store, conversation_id, self.clock, deadline)
+        return conversations.delete_conversation(grant, self.store, conversation_id)
 
     def _sw1(self, request: Request) -> HttpResult:
         apps = parse_sw1_apps(self.secrets.get(self.settings.sw1_apps_secret)) if self.settings.sw1_apps_secret else {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,7 @@ class HttpResult:
     status: int
     headers: dict[str, str]
     body: Iterable[bytes]
+    after: Callable[[], None] | None = None  # work once the whole response has gone out (e.g. the summary)
 
 
 def parse_event(event: Any, max_body: int) -> Request:
@@ -77,9 +78,16 @@ def parse_event(event: Any, max_body: int) -> Request:
     )
 
 
-def json_result(status: int, doc: Any, headers: dict[str, str] | None = None) -> HttpResult:
+def json_result(
+    status: int, doc: Any, headers: dict[str, str] | None = None, *, after: Callable[[], None] | None = None
+) -> HttpResult:
     """A whole JSON response."""
-    return HttpResult(status, {**JSON_HEADERS, **(headers or {})}, [json.dumps(doc).encode()])
+    return HttpResult(status, {**JSON_HEADERS, **(headers or {})}, [json.dumps(doc).encode()], after)
+
+
+def empty_result(status: int = 204, headers: dict[str, str] | None = None) -> HttpResult:
+    """A response without a body (204: nothing to resume)."""
+    return HttpResult(status, {"cache-control": "no-store", **(headers or {})}, [])
 
 
 def error_result(error: SigstreamError) -> HttpResult:

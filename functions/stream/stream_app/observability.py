@@ -51,7 +51,8 @@ class Access:
     route: str = "unknown"
     status: int = 0
     code: str | None = None
-    outcome: str | None = None  # streams: complete / incomplete
+    outcome: str | None = None  # streams: complete / incomplete / stopped
+    merge: str | None = None  # conversation turns: how the request's messages met the history
     model: str | None = None
     latency_ms: float | None = None
     ttft_ms: float | None = None

@@ -210,10 +210,13 @@ class UpstreamResponse:
         self,
         response: http.client.HTTPResponse,
         release: Callable[[bool], None],
+        sock: socket.socket | None = None,
     ) -> None:
         self._response = response
         self._release = release
         self._released = False
+        self._sock = sock
+        self.aborted = False
         self.status = response.status
         self.headers = {name.lower(): value for name, value in response.getheaders()}
         self._inflate: Any = None  # a zlib decompressor once decode() found a compressed body
@@ -256,10 +259,25 @@ class UpstreamResponse:
                 yield data
         except TimeoutError as exc:
             self.close()
-            raise UpstreamTimeoutError("the provider stopped sending in time") from exc
-        except (http.client.HTTPException, OSError) as exc:
+            if not self.aborted:
+                raise UpstreamTimeoutError("the provider stopped sending in time") from exc
+        except (http.client.HTTPException, OSError, ValueError) as exc:  # ValueError: read after an abort
             self.close()
-            raise UpstreamError("the provider's stream broke off") from exc
+            if not self.aborted:
+                raise UpstreamError("the provider's stream broke off") from exc
+
+    def abort(self) -> None:
+        """From any thread: end the transfer now; a read blocked on the socket returns, the provider sees it close.
+
+        Only the socket is shut down here (thread-safe, unlike closing the buffered response, which waits for
+        the reader's lock); the reading thread then ends `chunks()` quietly and closes the response itself.
+        """
+        self.aborted = True
+        if self._sock is not None:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass  # already closed
 
     def read(self, limit: int | None = None) -> bytes:
         """The whole body (or its first `limit` bytes)."""
@@ -361,7 +379,15 @@ class UpstreamClient:
 
     # --- one attempt -------------------------------------------------------------------------------------
 
-    def _attempt(self, method: str, key: Key, target: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
+    def _attempt(
+        self,
+        method: str,
+        key: Key,
+        target: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        on_sent: Callable[[], None] | None = None,
+    ) -> UpstreamResponse:
         left = None if self.deadline is None else self.deadline - time.monotonic()
         if left is not None and left <= 0:
             raise UpstreamTimeoutError("the function ran out of time before the provider was asked")
@@ -376,6 +402,8 @@ class UpstreamClient:
             for name, value in headers.items():
                 conn.putheader(name, value)
             conn.endheaders(body)
+            if on_sent is not None:
+                on_sent()  # the request is out: work started now overlaps the provider's wait, not our send
             response = conn.getresponse()
         except TimeoutError as exc:
             conn.close()
@@ -391,13 +419,20 @@ class UpstreamClient:
             raise UpstreamError("the provider is unavailable") from exc
         if isinstance(response, _ProviderResponse):
             response.limit(self.deadline)
-        return UpstreamResponse(response, lambda reusable: self._release(key, conn, reusable))
+        return UpstreamResponse(response, lambda reusable: self._release(key, conn, reusable), conn.sock)
 
     def _backoff(self, attempt: int) -> float:
         return random.uniform(0, min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt))  # noqa: S311
 
     def _send(
-        self, method: str, url: str, body: bytes, headers: Mapping[str, str], *, retry_sent: bool
+        self,
+        method: str,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        retry_sent: bool,
+        on_sent: Callable[[], None] | None = None,
     ) -> UpstreamResponse:
         """Send with retries: refused connections always; 429/5xx and dropped keep-alives when `retry_sent`.
 
@@ -413,7 +448,7 @@ class UpstreamClient:
         stale_retried = False
         while True:
             try:
-                response = self._attempt(method, key, target, body, headers)
+                response = self._attempt(method, key, target, body, headers, on_sent)
             except _AttemptFailedError as failed:
                 if failed.sent and not retry_sent:
                     raise failed.error from failed
@@ -463,14 +498,18 @@ class UpstreamClient:
             response.close()
         raise status_error(response.status, response.headers, body, api_key) from ProviderStatusError(response.status)
 
-    def open_chat(self, api_key: str, params: Mapping[str, Any]) -> UpstreamResponse:
-        """POST /chat/completions; returns once the provider answered with a success status."""
+    def open_chat(
+        self, api_key: str, params: Mapping[str, Any], on_sent: Callable[[], None] | None = None
+    ) -> UpstreamResponse:
+        """POST /chat/completions; returns once the provider answered with a success status.
+
+        `on_sent` is called each time the request has been written (before its answer is awaited).
+        """
         accept = "text/event-stream" if params.get("stream") else "application/json"
         body = json.dumps(params, separators=(",", ":")).encode()
         url = self.base_url + "/chat/completions"
-        return self._checked(
-            self._send("POST", url, body, self._headers(api_key, accept, body), retry_sent=True), api_key
-        )
+        headers = self._headers(api_key, accept, body)
+        return self._checked(self._send("POST", url, body, headers, retry_sent=True, on_sent=on_sent), api_key)
 
     def post_json(self, path: str, api_key: str, doc: Mapping[str, Any]) -> dict[str, Any]:
         """A non-streaming JSON POST to the provider (moderation, summaries), with the same retries."""

@@ -17,6 +17,11 @@ class Reply:
     usage: dict[str, Any] | None = None
     model: str | None = None
     chunks: int = 0
+    chars: int = 0  # characters of content so far: the position that event ids name
+
+    def text_so_far(self) -> str:
+        """The content so far, safe to call from another thread while chunks are added (it changes nothing)."""
+        return "".join(self.parts[:])
 
     @property
     def content(self) -> str:
@@ -41,6 +46,7 @@ class Reply:
             content = delta.get("content")
             if content and isinstance(content, str):
                 self.parts.append(content)
+                self.chars += len(content)
             if len(delta) > 1 or content is None:
                 self._add_other(delta)
             finish = choice.get("finish_reason")

@@ -7,7 +7,7 @@ import hmac
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sigstream.core.errors import (
@@ -25,6 +25,9 @@ MAX_TOKENS_LIMIT = 10_000_000
 MAX_N = 128
 # One message is one DynamoDB item (400 KB at most, attribute names and metadata included).
 MAX_STORED_MESSAGE_BYTES = 350_000
+# On a conversation URL a client may resend the whole history: the deployment's message and size limits then
+# apply to the new messages (check_new_messages), and this bounds what is compared with the stored history.
+MAX_RESENT_MESSAGES = 256
 _LONE_SURROGATE_HINT = re.compile(r"\\u[dD][89a-fA-F]")
 _TOKEN_LIMIT_NAMES = ("max_tokens", "max_completion_tokens")
 
@@ -41,6 +44,8 @@ class ChatRequest:
     choices: int  # n
     input_tokens: int  # estimate for the client's messages and the other parameters (tools, schemas, ...)
     input_bound: int  # the most those can really cost (UTF-8 bytes, image maxima): what the budget reserves
+    extra_tokens: int = 0  # the estimate for the other parameters alone
+    extra_bound: int = 0  # ... and their bound
 
     @property
     def output_tokens(self) -> int:
@@ -170,22 +175,41 @@ def _output_cap(doc: dict[str, Any], grant: Grant, policy: ChatPolicy) -> tuple[
     return value, named
 
 
-def _input_size(messages: tuple[Message, ...], doc: dict[str, Any], policy: ChatPolicy) -> tuple[int, int]:
+def _extras(doc: dict[str, Any]) -> tuple[int, int]:
+    """The estimated tokens and the bound of everything but the messages (tools, schemas, ...)."""
+    extras = {k: v for k, v in doc.items() if k not in ("messages", "model", "stream", "stream_options")}
+    return -(-len(json.dumps(extras)) // 4), len(
+        json.dumps(extras, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    )
+
+
+def _input_size(
+    messages: tuple[Message, ...], extra_tokens: int, extra_bound: int, policy: ChatPolicy
+) -> tuple[int, int]:
     """The input's estimated tokens (checked against the policy) and its upper bound (for the reservation)."""
     chars = sum(m.text_chars() for m in messages)
     if chars > policy.max_input_chars:
         raise BadRequestError(
             f"messages hold {chars} characters; this deployment allows {policy.max_input_chars}", param="messages"
         )
-    extras = {k: v for k, v in doc.items() if k not in ("messages", "model", "stream", "stream_options")}
-    tokens = sum(m.estimated_tokens() for m in messages) + -(-len(json.dumps(extras)) // 4)
+    tokens = sum(m.estimated_tokens() for m in messages) + extra_tokens
     if tokens > policy.max_input_tokens:
         raise BadRequestError(
             f"the request is about {tokens} tokens; this deployment allows {policy.max_input_tokens}",
             param="messages",
         )
-    extras_bytes = len(json.dumps(extras, ensure_ascii=False).encode("utf-8", "surrogatepass"))
-    return tokens, sum(m.token_bound() for m in messages) + extras_bytes
+    return tokens, sum(m.token_bound() for m in messages) + extra_bound
+
+
+def check_new_messages(chat: ChatRequest, messages: tuple[Message, ...], policy: ChatPolicy) -> ChatRequest:
+    """A conversation turn's new messages (what the history did not hold) under the deployment's limits."""
+    if len(messages) > policy.max_request_messages:
+        raise BadRequestError(
+            f"a turn may add at most {policy.max_request_messages} messages; this one adds {len(messages)}",
+            param="messages",
+        )
+    tokens, bound = _input_size(messages, chat.extra_tokens, chat.extra_bound, policy)
+    return replace(chat, messages=messages, input_tokens=tokens, input_bound=bound)
 
 
 _PART_TYPES = {TextPart: "text", ImagePart: "image_url", AudioPart: "input_audio", FilePart: "file"}
@@ -219,8 +243,10 @@ def parse_chat_request(
     raw_messages = doc.get("messages")
     if not isinstance(raw_messages, list) or not raw_messages:
         raise BadRequestError("messages must be a non-empty array", param="messages")
-    if len(raw_messages) > policy.max_request_messages:
-        raise BadRequestError(f"messages may hold at most {policy.max_request_messages} items", param="messages")
+    most = MAX_RESENT_MESSAGES if grant.conversation_id else policy.max_request_messages
+    if len(raw_messages) > most:
+        hint = "; send only the new messages" if grant.conversation_id else ""
+        raise BadRequestError(f"messages may hold at most {most} items{hint}", param="messages")
     messages = tuple(parse_message(m, f"messages[{i}]") for i, m in enumerate(raw_messages))
     _check_content_parts(messages, policy)
     if grant.conversation_id:
@@ -247,7 +273,12 @@ def parse_chat_request(
                 raise BadRequestError(
                     f"stream_options.{shown} is not a supported boolean option", param=f"stream_options.{shown}"
                 )
-    input_tokens, input_bound = _input_size(messages, doc, policy)
+    extra_tokens, extra_bound = _extras(doc)
+    if grant.conversation_id:  # limited once the new messages are known (check_new_messages)
+        input_tokens = sum(m.estimated_tokens() for m in messages) + extra_tokens
+        input_bound = sum(m.token_bound() for m in messages) + extra_bound
+    else:
+        input_tokens, input_bound = _input_size(messages, extra_tokens, extra_bound, policy)
     params = {k: v for k, v in doc.items() if k != "messages"}
     params["model"] = model
     for name in _TOKEN_LIMIT_NAMES:  # one cap, under every name the client used (or the deployment's name)
@@ -267,6 +298,8 @@ def parse_chat_request(
         choices=choices,
         input_tokens=input_tokens,
         input_bound=input_bound,
+        extra_tokens=extra_tokens,
+        extra_bound=extra_bound,
     )
 
 

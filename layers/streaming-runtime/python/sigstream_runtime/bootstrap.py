@@ -107,8 +107,12 @@ class Worker:
             first = next((c for c in chunks if c), b"")
         except Exception as exc:
             self._fail(inv, exc)
+            response.run_after()
             return
-        self.client.stream_response(inv, PRELUDE_CONTENT_TYPE, self._rest(inv, response, first, chunks))
+        try:
+            self.client.stream_response(inv, PRELUDE_CONTENT_TYPE, self._rest(inv, response, first, chunks))
+        finally:
+            response.run_after()  # the response is complete: the client is not waiting for this
 
     def _rest(
         self, inv: Invocation, response: StreamingResponse, first: bytes, chunks: Iterator[bytes]

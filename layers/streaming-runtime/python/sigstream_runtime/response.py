@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import sys
-from collections.abc import AsyncIterable, Iterable, Iterator
+from collections.abc import AsyncIterable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,20 @@ class StreamingResponse:
     status_code: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     cookies: list[str] = field(default_factory=list)
+    # Called once the whole response (or the error that ended it) has been sent, before the next invocation:
+    # work the client must not wait for. Lambda bills it, and its time counts against the function's timeout.
+    after: Callable[[], None] | None = None
+
+    def run_after(self) -> None:
+        """Run `after`, if any; a failure is logged, never raised (the response is already out)."""
+        if self.after is None:
+            return
+        try:
+            self.after()
+        except Exception as exc:
+            line = {"level": "ERROR", "message": "after-response work failed", "errorType": type(exc).__name__}
+            sys.stderr.write(json.dumps(line) + "\n")
+            sys.stderr.flush()
 
     @property
     def content_type(self) -> str:
@@ -72,6 +86,7 @@ class StreamingResponse:
             close = getattr(self.body, "close", None)
             if callable(close):
                 close()
+            self.run_after()  # before the buffered answer goes out: this path cannot send it first
         data = b"".join(parts)
         headers = {k.lower(): v for k, v in self.headers.items()}
         headers.setdefault("content-type", DEFAULT_CONTENT_TYPE)

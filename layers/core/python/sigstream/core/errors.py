@@ -90,6 +90,16 @@ class ConflictError(SigstreamError):
 
     status, code, error_type = 409, "conversation_busy", "invalid_request_error"
 
+    def headers(self) -> dict[str, str]:
+        """A turn in flight ends soon: clients may retry shortly."""
+        return {"retry-after": "1"}
+
+
+class HistoryConflictError(SigstreamError):
+    """A request's messages are neither new messages, the stored history resent, nor a regenerate of its last reply."""
+
+    status, code, error_type = 409, "history_conflict", "invalid_request_error"
+
 
 class PayloadTooLargeError(SigstreamError):
     """The request body exceeds the configured limit."""

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 CHAT_PATH = "/v1/chat/completions"
 CONVERSATIONS_PATH = "/v1/conversations"
 _MESSAGES = re.compile(r"^/v1/conversations/([^/]*)/messages$")
+_STOP = re.compile(r"^/v1/conversations/([^/]*)/stop$")
+_STREAM = re.compile(r"^/v1/conversations/([^/]*)/stream$")
 _CONVERSATION = re.compile(r"^/v1/conversations/([^/]*)$")
 
 
@@ -29,6 +31,12 @@ def match_route(path: str) -> Route | None:
     found = _MESSAGES.fullmatch(path)
     if found:
         return Route("list_messages", "GET", found.group(1))
+    found = _STOP.fullmatch(path)
+    if found:
+        return Route("stop_turn", "POST", found.group(1))
+    found = _STREAM.fullmatch(path)
+    if found:
+        return Route("resume_stream", "GET", found.group(1))
     found = _CONVERSATION.fullmatch(path)
     if found:
         return Route("delete_conversation", "DELETE", found.group(1))

@@ -113,6 +113,7 @@ class StreamSettings:
     forwarded_parameters: tuple[str, ...] = DEFAULT_FORWARDED_PARAMETERS
     output_tokens_parameter: str = "max_tokens"
     content_parts: tuple[str, ...] = DEFAULT_CONTENT_PARTS
+    summary_max_tokens: int = 256  # the rolling summary's output cap; 0 = no summary
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> StreamSettings:
@@ -155,6 +156,7 @@ class StreamSettings:
             ),
             output_tokens_parameter=output_parameter,
             content_parts=_content_parts(env),
+            summary_max_tokens=_int(env, "SUMMARY_MAX_TOKENS", 256, 0, 100_000),
         )
 
 
