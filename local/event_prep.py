@@ -38,13 +38,13 @@ def check_event(event_bytes: bytes) -> None:
 
 
 def conversation_needed(event: dict[str, object]) -> tuple[str, str] | None:
-    """(subject, conversation id) a valid messages/delete event reads, else None."""
+    """(subject, conversation id) a valid messages/delete/stop/resume event reads, else None."""
     query = str(event.get("rawQueryString") or "")
     params = dict(parse_qsl(query))
     if params.get("sig") != PLACEHOLDER:  # expired/tampered/malformed events fail before any lookup
         return None
     route = match_route(str(event.get("rawPath") or ""))
-    if route is None or route.name not in ("list_messages", "delete_conversation") or not route.conversation_id:
+    if route is None or route.name not in ("list_messages", "delete_conversation", "stop_turn", "resume_stream") or not route.conversation_id:
         return None
     return params["sub"], route.conversation_id
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import select
 import threading
 import time
 import uuid
@@ -27,7 +28,10 @@ class UpstreamControl:
     cut_after: int | None = None
     stall_after: int | None = None
     stall_seconds: float = 0.0
+    tool_call: dict[str, Any] | None = None
+    summary: str | None = None
     requests: list[dict[str, Any]] = field(default_factory=list)
+    disconnects: list[float] = field(default_factory=list)  # when a client closed a stream before its end
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def update(self, changes: Any) -> None:
@@ -37,7 +41,18 @@ class UpstreamControl:
             if changes.get("reset"):
                 self.faults, self.replay, self.reply, self.requests = [], None, None, []
                 self.delay_ms, self.cut_after, self.stall_after, self.stall_seconds = 0.0, None, None, 0.0
-            for key in ("faults", "replay", "reply", "delay_ms", "cut_after", "stall_after", "stall_seconds"):
+                self.tool_call, self.summary, self.disconnects = None, None, []
+            for key in (
+                "faults",
+                "replay",
+                "reply",
+                "delay_ms",
+                "cut_after",
+                "stall_after",
+                "stall_seconds",
+                "tool_call",
+                "summary",
+            ):
                 if key in changes:
                     setattr(self, key, changes[key])
 
@@ -57,7 +72,7 @@ def _check_changes(changes: Any) -> None:
     """A typo (`delay`), a wrong type or a replay file that is not there is refused, not silently ignored."""
     if not isinstance(changes, dict):
         raise ValueError("the body must be a JSON object of controls (see the README's embedded upstream)")
-    known = {"reset", "faults", "replay", "reply", *_NUMBERS}
+    known = {"reset", "faults", "replay", "reply", "tool_call", "summary", *_NUMBERS}
     unknown = sorted(set(changes) - known)
     if unknown:
         raise ValueError(f"unknown control {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -69,9 +84,14 @@ def _check_changes(changes: Any) -> None:
     faults = changes.get("faults", [])
     if not isinstance(faults, list) or not all(isinstance(f, dict) for f in faults):
         raise ValueError("faults must be a list of objects")
-    for key in ("replay", "reply"):
+    for key in ("replay", "reply", "summary"):
         if changes.get(key) is not None and not isinstance(changes[key], str):
             raise ValueError(f"{key} must be a string")
+    call = changes.get("tool_call")
+    if call is not None and not (
+        isinstance(call, dict) and isinstance(call.get("name"), str) and isinstance(call.get("arguments", "{}"), str)
+    ):
+        raise ValueError('tool_call must be {"name": "<tool>", "arguments": "<JSON text>"}')
     if changes.get("replay") and not Path(changes["replay"]).is_file():
         raise ValueError(f"replay file {changes['replay']} not found (relative paths start at {Path.cwd()})")
 
@@ -124,6 +144,39 @@ def sse_events(reply: str, model: str, include_usage: bool, prompt_tokens: int) 
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words)}
         events.append(chunk({}, usage={**usage, "total_tokens": prompt_tokens + len(words)}))
     return [*events, b"data: [DONE]\n\n"]
+
+
+def tool_call_events(call: dict[str, Any], model: str, include_usage: bool, prompt_tokens: int) -> list[bytes]:
+    """A streamed assistant reply that calls one tool (its arguments in two deltas), ending in [DONE]."""
+    cid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
+    call_id = "call_" + uuid.uuid4().hex[:20]
+    arguments = str(call.get("arguments", "{}"))
+    half = len(arguments) // 2
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        doc = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": [choice]}
+        return b"data: " + json.dumps(doc).encode() + b"\n\n"
+
+    opening = {"index": 0, "id": call_id, "type": "function", "function": {"name": call["name"], "arguments": ""}}
+    events = [
+        chunk({"role": "assistant", "content": None, "tool_calls": [opening]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": arguments[:half]}}]}),
+        chunk({"tool_calls": [{"index": 0, "function": {"arguments": arguments[half:]}}]}),
+        chunk({}, "tool_calls"),
+    ]
+    if include_usage:
+        usage = {"prompt_tokens": prompt_tokens, "completion_tokens": 5, "total_tokens": prompt_tokens + 5}
+        doc = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model, "choices": []}
+        events.append(b"data: " + json.dumps({**doc, "usage": usage}).encode() + b"\n\n")
+    return [*events, b"data: [DONE]\n\n"]
+
+
+def _wants_tool(body: dict[str, Any], call: dict[str, Any] | None) -> bool:
+    """The tool_call control answers a request that offers tools, until a tool result is the last message."""
+    messages = body.get("messages") or [{}]
+    last = messages[-1] if isinstance(messages[-1], dict) else {}
+    return call is not None and bool(body.get("tools")) and last.get("role") != "tool"
 
 
 def replay_events(path: Path) -> list[bytes]:
@@ -222,7 +275,7 @@ class _UpstreamHandler(BaseHTTPRequestHandler):
             return
         control = self.server.control
         with control.lock:
-            control.requests.append({"headers": dict(self.headers.items()), "body": body})
+            control.requests.append({"headers": dict(self.headers.items()), "body": body, "at": time.time()})
         fault = control.next_fault()
         if fault:
             if fault.get("delay"):
@@ -238,6 +291,8 @@ class _UpstreamHandler(BaseHTTPRequestHandler):
         prompt_tokens = sum(len(_text_of(m.get("content")).split()) + 3 for m in messages if isinstance(m, dict))
         reply = control.reply or echo_reply([m for m in messages if isinstance(m, dict)])
         model = str(body.get("model") or MODEL)
+        if not body.get("stream") and control.summary is not None:
+            reply = control.summary  # the rolling summary's call is the only non-streamed chat call we make
         if not body.get("stream"):
             words = len(_words(reply))
             self._json(
@@ -264,11 +319,12 @@ class _UpstreamHandler(BaseHTTPRequestHandler):
             )
             return
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        events = (
-            replay_events(Path(control.replay))
-            if control.replay
-            else sse_events(reply, model, include_usage, prompt_tokens)
-        )
+        if control.replay:
+            events = replay_events(Path(control.replay))
+        elif control.tool_call is not None and _wants_tool(body, control.tool_call):
+            events = tool_call_events(control.tool_call, model, include_usage, prompt_tokens)
+        else:
+            events = sse_events(reply, model, include_usage, prompt_tokens)
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream; charset=utf-8")
         self.send_header("Transfer-Encoding", "chunked")
@@ -278,12 +334,34 @@ class _UpstreamHandler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 self.connection.shutdown(2)  # reset mid-stream, no terminating chunk
                 return
-            if control.stall_after is not None and index == control.stall_after:
-                time.sleep(control.stall_seconds)
-            if index and control.delay_ms:
-                time.sleep(control.delay_ms / 1000)
+            if control.stall_after is not None and index == control.stall_after and not self._wait(control.stall_seconds):
+                return
+            if index and control.delay_ms and not self._wait(control.delay_ms / 1000):
+                return
             try:
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
             except OSError:
+                self._gone()
                 return
         self.wfile.write(b"0\r\n\r\n")
+
+    def _wait(self, seconds: float) -> bool:
+        """Pause between events, watching the connection: False (and the time noted) once the client closed it."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            readable, _, _ = select.select([self.connection], [], [], min(left, 0.05))
+            if readable:
+                try:
+                    data = self.connection.recv(1, 0x02)  # MSG_PEEK: a request pipelined after this one stays
+                except OSError:
+                    data = b""
+                if not data:
+                    self._gone()
+                    return False
+                time.sleep(min(left, 0.05))
+        return True
+
+    def _gone(self) -> None:
+        with self.server.control.lock:
+            self.server.control.disconnects.append(time.time())
+        self.close_connection = True

@@ -92,8 +92,21 @@ def table_items(stack: LocalStack, conversation_id: str) -> list[dict[str, Any]]
 
 
 def sse_events(body: bytes) -> list[bytes]:
-    """Split an SSE body into its events (each keeps its trailing blank line)."""
-    return [event + b"\n\n" for event in body.split(b"\n\n") if event.strip()]
+    """Split an SSE body into its events (each keeps its trailing blank line), without their `id:` lines.
+
+    Conversation streams put `id: <n>` before each event's data (see sse_ids); the data is what the tests read.
+    """
+    events = []
+    for event in body.split(b"\n\n"):
+        lines = [line for line in event.split(b"\n") if not line.startswith(b"id:")]
+        if b"\n".join(lines).strip():
+            events.append(b"\n".join(lines) + b"\n\n")
+    return events
+
+
+def sse_ids(body: bytes) -> list[int]:
+    """The event ids of an SSE body, in order."""
+    return [int(line[3:]) for line in body.split(b"\n") if line.startswith(b"id:")]
 
 
 def sse_text(body: bytes) -> str:

@@ -16,7 +16,7 @@ from signway_sdk import sign_url
 
 from local.stack import LocalStack, StackOptions
 from tests.conftest import RECORDED, ROOT
-from tests.helpers import http, new_subject, signed_url, upstream_control, upstream_requests
+from tests.helpers import http, new_subject, signed_url, sse_events, upstream_control, upstream_requests
 
 JSON = {"content-type": "application/json"}
 BUDGET = 400
@@ -127,7 +127,7 @@ def test_without_usage_from_the_provider_the_text_is_estimated_not_charged_as_ze
     assert status == 200 and body.endswith(b"data: [DONE]\n\n")
     text = "".join(
         (c["delta"].get("content") or "")
-        for e in body.split(b"\n\n")
+        for e in sse_events(body)
         if e.startswith(b"data: {")
         for c in json.loads(e[6:])["choices"]
     )

@@ -42,8 +42,14 @@ def messages(stack: LocalStack, cid: str) -> list[dict[str, Any]]:
     return sorted((i for i in table_items(stack, cid) if i["sk"]["S"].startswith("MSG#")), key=lambda i: i["sk"]["S"])
 
 
-def logged(stack: LocalStack, text: str) -> bool:
-    return any(text in line for _, line in stack.logs.lines)
+def logged(stack: LocalStack, text: str, wait: float = 5.0) -> bool:
+    """Whether the stack logged `text`; metrics are flushed once the response has gone out, so allow a moment."""
+    end = time.monotonic() + wait
+    while not any(text in line for _, line in stack.logs.lines):
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def test_read_timeout_before_the_first_token_is_a_504(stack: LocalStack) -> None:
@@ -92,7 +98,8 @@ def test_dynamodb_throttling_is_retried(stack: LocalStack) -> None:
     status, _, body = chat(answer["url"])
     assert status == 200 and sse_text(body) == "Echo (1 messages): hello there"
     assert len(messages(stack, answer["conversation_id"])) == 2
-    assert stack.aws_proxy.counts["UpdateItem"] == 3 + 1 and stack.aws_proxy.counts["TransactWriteItems"] == 3
+    # The turn's first write (its messages and the reply in progress) is retried; then its final write.
+    assert stack.aws_proxy.counts["UpdateItem"] == 3 + 1 and stack.aws_proxy.counts["TransactWriteItems"] == 3 + 1
 
 
 def test_dynamodb_down_before_the_first_byte_is_a_clean_503(stack: LocalStack) -> None:

@@ -43,7 +43,9 @@ def _relay(reads: list[bytes], usage_requested: bool = True) -> tuple[bytes, Rep
         input_bound=0,
     )
     budget: Any = SimpleNamespace(input_tokens=0, settle=lambda tokens: None)
-    turn = chat_turn._Turn(deps, chat, None, 0.0, _Response(), budget)  # type: ignore[arg-type]
+    grant: Any = SimpleNamespace(subject="s", conversation_id=None)
+    turn = chat_turn._Turn(deps, grant, chat_turn._Plan(chat, []), "key", budget, None)
+    turn.response = _Response()  # type: ignore[assignment]
     chunks: Iterator[bytes] = iter(reads)
     first = turn.first_events(chunks)
     out = b"".join(turn._relay(first, chunks))

@@ -44,9 +44,7 @@ class StreamApp:
             settings, store, upstream, lambda: secrets.get(settings.provider_key_secret).strip(), clock, self.pool
         )
 
-    def handle(
-        self, event: Any, deadline: float | None = None, upstream_deadline: float | None = None
-    ) -> HttpResult:
+    def handle(self, event: Any, deadline: float | None = None, upstream_deadline: float | None = None) -> HttpResult:
         """One request, to a result; every failure becomes an OpenAI-shaped JSON error.
 
         `deadline` (epoch seconds) is when Lambda ends this invocation: a reply in progress never claims a

@@ -254,7 +254,10 @@ class _Turn:
         now = self.deps.clock()
         created = int(now)
         self.placeholder = StoredMessage(
-            Message("assistant", ""), status=IN_PROGRESS, created_at=created, lease_until=lease_until(now, self.deadline)
+            Message("assistant", ""),
+            status=IN_PROGRESS,
+            created_at=created,
+            lease_until=lease_until(now, self.deadline),
         )
         self.stored = [StoredMessage(m, created_at=created) for m in self.chat.messages] + [self.placeholder]
         self.begun = self.deps.pool.submit(
@@ -508,7 +511,8 @@ class _Turn:
 
     def _write(self, final: StoredMessage, now: float, tokens_in: int, tokens_out: int) -> None:
         """The final write: over the reply stored in progress, or the whole turn when that write had failed."""
-        assert self.conversation is not None and self.placeholder is not None and self.begun is not None
+        if self.conversation is None or self.placeholder is None or self.begun is None:
+            return
         try:
             self.begun.result()
         except Exception as exc:

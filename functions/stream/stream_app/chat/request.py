@@ -178,10 +178,14 @@ def _output_cap(doc: dict[str, Any], grant: Grant, policy: ChatPolicy) -> tuple[
 def _extras(doc: dict[str, Any]) -> tuple[int, int]:
     """The estimated tokens and the bound of everything but the messages (tools, schemas, ...)."""
     extras = {k: v for k, v in doc.items() if k not in ("messages", "model", "stream", "stream_options")}
-    return -(-len(json.dumps(extras)) // 4), len(json.dumps(extras, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    return -(-len(json.dumps(extras)) // 4), len(
+        json.dumps(extras, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    )
 
 
-def _input_size(messages: tuple[Message, ...], extra_tokens: int, extra_bound: int, policy: ChatPolicy) -> tuple[int, int]:
+def _input_size(
+    messages: tuple[Message, ...], extra_tokens: int, extra_bound: int, policy: ChatPolicy
+) -> tuple[int, int]:
     """The input's estimated tokens (checked against the policy) and its upper bound (for the reservation)."""
     chars = sum(m.text_chars() for m in messages)
     if chars > policy.max_input_chars:
