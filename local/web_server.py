@@ -44,6 +44,7 @@ class _WebHandler(SimpleHTTPRequestHandler):
         except ValueError:
             request = None
         subject, new = self._subject()
+        answer: dict[str, Any]
         if not isinstance(request, dict):
             status, answer = 400, {"error": {"message": "body must be a JSON object", "code": "invalid_request"}}
         else:

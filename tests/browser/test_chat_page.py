@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from typing import Any
 
@@ -16,7 +20,7 @@ FIXTURES = RECORDED / "openai-sse"
 INDEX = {e["file"]: e for e in json.loads((FIXTURES / "index.json").read_text())}
 ASSISTANT = '[data-testid="message"][data-role="assistant"]'
 # A long answer with characters outside the BMP: event ids count code points, JavaScript strings count UTF-16.
-REPLY = " ".join(f"Step {i}: 𝜋 is about 3.14." for i in range(1, 31))
+REPLY = " ".join(f"Step {i}: 𝜋 is about 3.14." for i in range(1, 13))
 # Reads the answer on screen and presses Stop in the same task, so nothing can arrive in between.
 STOP_NOW = """() => {
   const text = [...document.querySelectorAll('[data-role=assistant] .text')].at(-1).textContent;
@@ -36,7 +40,8 @@ def answer_text(page: Any) -> str:
 
 def wait_for_answer_longer_than(page: Any, chars: int) -> None:
     page.wait_for_function(
-        "n => ([...document.querySelectorAll('[data-role=assistant] .text')].at(-1)?.textContent.length || 0) > n", arg=chars
+        "n => ([...document.querySelectorAll('[data-role=assistant] .text')].at(-1)?.textContent.length || 0) > n",
+        arg=chars,
     )
 
 
@@ -49,10 +54,16 @@ def server(dev_stack: DevStack, page: Any, action: str, conversation_id: str | N
     assert status == 200, signed
     method = "DELETE" if action == "delete" else "GET"
     try:
-        with urllib.request.urlopen(urllib.request.Request(signed["url"], method=method), timeout=10) as response:  # noqa: S310
+        with urllib.request.urlopen(urllib.request.Request(signed["url"], method=method), timeout=10) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as err:
         return err.code, json.loads(err.read() or b"{}")
+
+
+def upstream_requests(dev_stack: DevStack) -> list[dict[str, Any]]:
+    """The chat requests the embedded upstream received since its last reset."""
+    with urllib.request.urlopen(dev_stack.control_url + "/requests", timeout=10) as response:
+        return list(json.loads(response.read()))
 
 
 def stored_messages(dev_stack: DevStack, page: Any, conversation_id: str) -> list[dict[str, Any]]:
@@ -136,7 +147,7 @@ def test_stop_keeps_exactly_the_text_on_screen_and_a_reload_shows_it(page, dev_s
     answer = page.locator(ASSISTANT).last
     assert answer.get_attribute("data-state") == "stopped"
     assert answer.locator(".note").text_content() == "(stopped)"
-    assert answer_text(page) == on_screen and 60 < len(on_screen) < len(REPLY) and REPLY.startswith(on_screen)
+    assert answer_text(page) == on_screen and 40 < len(on_screen) < len(REPLY) and REPLY.startswith(on_screen)
     shot(page, "stopped")
     conversation = page.evaluate("location.hash.slice(1)")
     stored = stored_messages(dev_stack, page, conversation)
@@ -286,3 +297,80 @@ def test_a_dropped_connection_is_retried_and_nothing_is_shown_twice(page, dev_st
     users = page.locator('[data-testid="message"][data-role="user"]')
     assert users.count() == 1 and page.locator(ASSISTANT).count() == 1
     assert answer_text(page) == "Echo (1 messages): are you still there?"
+
+
+class CuttingProxy:
+    """A TCP hop to the Stream URL that drops the connection after `cut_after` response bytes (a lost network)."""
+
+    def __init__(self, target: str, cut_after: int) -> None:
+        parts = urllib.parse.urlsplit(target)
+        self.target = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.cut_after = cut_after
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:  # the browser may open a spare connection first
+                client, _ = self.listener.accept()
+                threading.Thread(target=self._relay, args=(client,), daemon=True).start()
+
+    def _relay(self, client: socket.socket) -> None:
+        upstream = socket.create_connection(self.target)
+        threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
+        sent = 0
+        with contextlib.suppress(OSError):
+            while sent < self.cut_after and (data := upstream.recv(512)):
+                client.sendall(data)
+                sent += len(data)
+        for sock in (client, upstream):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # wakes the other direction's thread; close() alone would not
+            sock.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+
+
+def test_a_connection_lost_mid_answer_is_resumed_not_sent_again(page, dev_stack: DevStack) -> None:
+    dev_stack.upstream(reply=REPLY, delay_ms=100)
+    stream_url = dev_stack.endpoints["stream_url"]
+    proxy = CuttingProxy(stream_url, cut_after=2500)  # the status line, headers and a few words, then gone
+    routed: list[str] = []
+
+    def through_the_proxy(route: Any) -> None:
+        if route.request.method == "POST" and not routed:
+            routed.append(route.request.url)
+            route.continue_(url=route.request.url.replace(stream_url.rstrip("/"), proxy.url))
+        else:
+            route.continue_()
+
+    page.route(f"{stream_url}v1/chat/completions**", through_the_proxy)
+    resumes: list[Any] = []
+    page.on("request", lambda request: resumes.append(request) if "/stream?" in request.url else None)
+    try:
+        ask(page, "Count while the network drops")
+        page.wait_for_selector('[data-testid="status"][data-state="retrying"]', timeout=10_000)
+        cut_at = answer_text(page)
+        assert cut_at and REPLY.startswith(cut_at)
+        page.wait_for_selector(f'{ASSISTANT}[data-state="done"]', timeout=30_000)
+    finally:
+        proxy.close()
+    assert len(resumes) == 1
+    assert answer_text(page) == REPLY  # the server kept writing it; the page followed from what it had
+    assert page.locator('[data-testid="message"][data-role="user"]').count() == 1
+    conversation = page.evaluate("location.hash.slice(1)")
+    stored = stored_messages(dev_stack, page, conversation)
+    assert [(m["role"], m["status"], m["content"]) for m in stored] == [
+        ("user", "complete", "Count while the network drops"),
+        ("assistant", "complete", REPLY),
+    ]
+    requests = [r["body"]["messages"][-1]["content"] for r in upstream_requests(dev_stack)]
+    assert requests == ["Count while the network drops"]  # asked once: the question was not sent again
