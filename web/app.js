@@ -99,6 +99,7 @@ function conversationItem(c) {
   const del = document.createElement("button");
   del.type = "button"; del.className = "delete"; del.dataset.testid = "delete-conversation"; del.textContent = "×";
   del.setAttribute("aria-label", `Delete conversation: ${title.textContent}`);
+  del.disabled = state.live?.conversationId === c.id;  // stop its answer first
   del.addEventListener("click", () => deleteConversation(c.id));
   li.append(title, del);
   return li;
@@ -221,9 +222,12 @@ async function requestStop(live) {
   // Stop right after Send: the turn may not be stored yet. Ask again briefly, until it is stopped or has ended.
   const deadline = Date.now() + 3000;
   for (;;) {
-    const body = await call("stop", live.conversationId, {
-      method: "POST", headers: { "last-event-id": String(live.position) },
-    });
+    let body = { stopped: false, message: null };
+    try {
+      body = await call("stop", live.conversationId, { method: "POST", headers: { "last-event-id": String(live.position) } });
+    } catch (err) {
+      if (!(err instanceof HttpError && err.status === 404)) throw err;  // a new conversation, not stored yet
+    }
     if (body.stopped || Date.now() > deadline) return body.message;
     const stored = (await call("messages", live.conversationId).catch(() => null))?.data || [];
     const last = stored.at(-1);
@@ -237,6 +241,7 @@ async function requestStop(live) {
 async function afterStop(live) {
   try { await live.stopped; } catch (err) { showError(describe(err)); }
   if (state.conversationId !== live.conversationId) return;
+  if (!live.conversationId) { ui.messages.replaceChildren(); setStatus("stopped", "Stopped"); return; }  // never sent
   try {
     const { live: still } = await openConversation(live.conversationId);
     if (still) { markMessage(still, "stopped", "(stop requested)"); }

@@ -1,10 +1,12 @@
 // Incremental parser for server-sent events: feed text, get back each complete event's `id` and `data`.
 export class SseParser {
-  constructor() { this.buffer = ""; }
+  constructor() { this.buffer = ""; this.cr = ""; }
 
   /** The complete events found so far, as {id, data}: `id` is the event's `id:` field (null without one). */
   feed(text) {
-    this.buffer += text.replace(/\r\n?/g, "\n");
+    const raw = this.cr + text;
+    this.cr = raw.endsWith("\r") ? "\r" : "";  // maybe the first half of a CRLF split across reads
+    this.buffer += raw.slice(0, raw.length - this.cr.length).replace(/\r\n?/g, "\n");
     const events = [];
     let end;
     while ((end = this.buffer.indexOf("\n\n")) >= 0) {

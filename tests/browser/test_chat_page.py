@@ -114,8 +114,10 @@ def test_a_new_conversation_is_listed_at_once_and_a_reload_mid_answer_resumes_it
     item.wait_for()
     assert answer_text(page) == ""  # listed before the first word arrived
     assert item.locator(".title").text_content() == "Count the steps"
-    status, listed = server(dev_stack, page, "list")
-    assert status == 200 and conversation in [c["id"] for c in listed["data"]]  # stored from the turn's start
+    deadline = time.monotonic() + 5
+    while conversation not in [c["id"] for c in server(dev_stack, page, "list")[1]["data"]]:
+        assert time.monotonic() < deadline, "the server does not list the conversation while its turn runs"
+        time.sleep(0.1)
 
     wait_for_answer_longer_than(page, 40)
     stored = stored_messages(dev_stack, page, conversation)
@@ -160,6 +162,26 @@ def test_stop_keeps_exactly_the_text_on_screen_and_a_reload_shows_it(page, dev_s
     page.wait_for_selector('[data-testid="status"][data-state="idle"]')
     assert answer_text(page) == on_screen
     assert page.locator(ASSISTANT).last.locator(".note").text_content() == "(stopped)"
+
+
+def test_stop_while_the_model_has_not_answered_yet(page, dev_stack: DevStack) -> None:
+    dev_stack.upstream(reply=REPLY, stall_after=0, stall_seconds=8)  # the provider thinks before its first event
+    ask(page, "Think hard")
+    page.wait_for_selector('[data-testid="status"][data-state="connecting"]')
+    conversation = page.evaluate("location.hash.slice(1)")
+    deadline = time.monotonic() + 10
+    while server(dev_stack, page, "messages", conversation)[0] != 200:  # the turn is stored from its start
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert page.evaluate(STOP_NOW) == ""
+    page.wait_for_selector('[data-testid="status"][data-state="stopped"]', timeout=10_000)
+    assert answer_text(page) == ""
+    assert page.locator(ASSISTANT).last.locator(".note").text_content() == "(stopped)"
+    reply = stored_messages(dev_stack, page, conversation)[-1]
+    assert (reply["role"], reply["status"], reply["content"] or "") == ("assistant", "stopped", "")
+    page.reload()
+    page.wait_for_selector('[data-testid="status"][data-state="idle"]')
+    assert page.locator('[data-testid="message"] .text').all_text_contents() == ["Think hard", ""]
 
 
 def test_stop_while_following_a_resumed_answer(page, dev_stack: DevStack) -> None:
@@ -374,3 +396,22 @@ def test_a_connection_lost_mid_answer_is_resumed_not_sent_again(page, dev_stack:
     ]
     requests = [r["body"]["messages"][-1]["content"] for r in upstream_requests(dev_stack)]
     assert requests == ["Count while the network drops"]  # asked once: the question was not sent again
+
+
+def test_the_page_reads_event_ids_however_the_bytes_are_split(page) -> None:
+    stream = 'id: 0\ndata: {"a":1}\n\n: keep-alive\n\nid: 7\r\ndata: one\r\ndata: two\r\n\r\ndata: [DONE]\n\n'
+    splits = page.evaluate(
+        """async (stream) => {
+            const { SseParser, codePoints } = await import("./sse.js");
+            const runs = [];
+            for (let cut = 0; cut <= stream.length; cut++) {
+                const parser = new SseParser();
+                runs.push([...parser.feed(stream.slice(0, cut)), ...parser.feed(stream.slice(cut))]);
+            }
+            return { runs, points: codePoints("a𝜋b") };
+        }""",
+        stream,
+    )
+    expected = [{"id": "0", "data": '{"a":1}'}, {"id": "7", "data": "one\ntwo"}, {"id": None, "data": "[DONE]"}]
+    assert {str(run) for run in splits["runs"]} == {str(expected)}
+    assert splits["points"] == 3  # what Last-Event-ID counts: code points, not UTF-16 units
