@@ -65,6 +65,9 @@ def main() -> int:
     parser.add_argument(
         "--quick", action="store_true", help="tiny sample sizes (checks the suite runs; numbers meaningless)"
     )
+    parser.add_argument(
+        "--only", default="", help="comma-separated step names to run (e.g. 'cost,first write'); prints, writes no file"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where benchmarks.md and the plot go")
     args = parser.parse_args()
     commit = subprocess.run(
@@ -108,9 +111,13 @@ def main() -> int:
             ("max concurrency", lambda: lmi.max_concurrency(stack, signer, gateway.http_first_byte, args.quick)),
             ("concurrency", lambda: gateway.concurrency(stack, signer, args.quick)),
             ("cost", lambda: gateway.cost(counted, gateway.Signer(counted), args.quick)),
+            ("first write", lambda: gateway.first_write(counted, gateway.Signer(counted), args.quick)),
             ("layer", lambda: layer.layer_size(args.quick)),
         ]
+        only = {n.strip() for n in args.only.split(",") if n.strip()}
         for name, step in steps:
+            if only and name not in only:
+                continue
             print(f"bench: {name}...", file=sys.stderr, flush=True)
             empty_table(stack)
             empty_table(counted)
@@ -127,6 +134,9 @@ def main() -> int:
     finally:
         stack.stop()
         counted.stop()
+    if only:  # a partial run: the report would lose the other sections
+        print(render(sections, "# Benchmarks (partial: " + ", ".join(sorted(only)) + ")", ""))
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     plot(cold, warm, args.out / "bench-ttfb.png")
     header = "\n".join(

@@ -6,6 +6,7 @@ import collections
 import http.client
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from typing import Any
@@ -34,6 +35,7 @@ class AwsProxy(QuietThreadingHTTPServer):
         self.target_port = target_port
         self.counts: collections.Counter[str] = collections.Counter()
         self.faults: list[FaultPlan] = []
+        self.delays: dict[str, float] = {}  # X-Amz-Target substring -> seconds every such call is held
         self.lock = threading.Lock()
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -47,6 +49,7 @@ class AwsProxy(QuietThreadingHTTPServer):
         with self.lock:
             self.counts.clear()
             self.faults.clear()
+            self.delays.clear()
 
     def inject(self, plan: FaultPlan) -> None:
         """Queue a fault plan."""
@@ -81,6 +84,10 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         target = self.headers.get("X-Amz-Target", "")
         with self.server.lock:
             self.server.counts[target.rsplit(".", 1)[-1] or self.path] += 1
+        with self.server.lock:
+            delay = next((seconds for match, seconds in self.server.delays.items() if match in target), 0.0)
+        if delay:
+            time.sleep(delay)  # a slow DynamoDB, for the benchmark that proves a write is off the first byte's path
         fault = self.server.take_fault(target)
         if fault:
             data = json.dumps(fault.body).encode()

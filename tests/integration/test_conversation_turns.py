@@ -497,3 +497,90 @@ def test_summary_max_tokens_zero_turns_the_summary_off(tmp_path: Path) -> None:
         assert "summary" not in meta
     finally:
         stack.stop()
+
+
+def test_an_answer_longer_than_a_dynamodb_item_is_stored_whole_and_read_back(app_stack: LocalStack) -> None:
+    long_reply = ("é" * 500 + " ") * 700  # ~700 KB of UTF-8, beyond the 400 KB item limit
+    upstream_control(app_stack, reply=long_reply)
+    subject = new_subject()
+    answer = signed_url(app_stack, subject=subject)
+    cid = answer["conversation_id"]
+    assert streamed(client_for(answer), "a very long answer, please") == long_reply
+    keys = sorted(i["sk"]["S"] for i in table_items(app_stack, cid))
+    assert keys[:3] == ["MSG#00000001", "MSG#00000002", "MSG#00000002.001"] and keys[-1] == "~META"
+    stored = messages_of(app_stack, subject, cid)
+    assert [(m["role"], m["status"]) for m in stored] == [("user", "complete"), ("assistant", "complete")]
+    assert stored[1]["content"] == long_reply
+
+
+def test_a_reply_whose_turn_died_reads_as_incomplete_and_blocks_nothing(app_stack: LocalStack) -> None:
+    upstream_control(app_stack)
+    subject = new_subject()
+    answer = signed_url(app_stack, subject=subject)
+    cid = answer["conversation_id"]
+    streamed(client_for(answer), "first")
+    assert stack_moto(app_stack) is not None
+    client, table = stack_moto(app_stack)
+    pk = {"S": f"CONV#{cid}"}
+    now = int(time.time())
+    # What a Lambda killed mid-stream leaves: a reply in progress whose lease ran out, with its last checkpoint.
+    client.put_item(
+        TableName=table,
+        Item={
+            "pk": pk, "sk": {"S": "MSG#00000003"}, "id": {"S": "msg_dead_user"}, "role": {"S": "user"},
+            "content": {"S": "second"}, "status": {"S": "complete"}, "created_at": {"N": str(now - 60)},
+        },
+    )  # fmt: skip
+    client.put_item(
+        TableName=table,
+        Item={
+            "pk": pk, "sk": {"S": "MSG#00000004"}, "id": {"S": "msg_dead_reply"}, "role": {"S": "assistant"},
+            "content": {"S": "half an ans"}, "status": {"S": "in_progress"}, "lease_until": {"N": str(now - 5)},
+            "created_at": {"N": str(now - 60)},
+        },
+    )  # fmt: skip
+    client.update_item(
+        TableName=table,
+        Key={"pk": pk, "sk": {"S": "~META"}},
+        UpdateExpression="SET message_count = :n",
+        ExpressionAttributeValues={":n": {"N": "4"}},
+    )
+    stored = messages_of(app_stack, subject, cid)
+    assert (stored[3]["content"], stored[3]["status"]) == ("half an ans", "incomplete")
+    status, _, _ = http("GET", route(app_stack, subject, "GET", f"/v1/conversations/{cid}/stream"))
+    assert status == 204
+    status, _, body = http("POST", route(app_stack, subject, "POST", f"/v1/conversations/{cid}/stop"), b"", JSON)
+    assert status == 200 and json.loads(body)["stopped"] is False
+    # A regenerate of the dead reply works (it is not being written any more).
+    resent = [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "Echo (1 messages): first"},
+        {"role": "user", "content": "second"},
+    ]
+    again = client_for(answer).chat.completions.create(model="local-echo-1", messages=resent)
+    assert again.choices[0].message.content == "Echo (3 messages): second"
+    assert [m["status"] for m in messages_of(app_stack, subject, cid)] == ["complete"] * 4
+
+
+def stack_moto(stack: LocalStack) -> tuple[Any, str]:
+    assert stack.moto is not None
+    client = stack.moto.client("dynamodb")
+    return client, client.list_tables()["TableNames"][0]
+
+
+def test_stop_is_noticed_while_the_provider_is_silent(app_stack: LocalStack) -> None:
+    upstream_control(app_stack, stall_after=6, stall_seconds=20, reply=SLOW_REPLY)
+    subject = new_subject()
+    answer = signed_url(app_stack, subject=subject)
+    cid = answer["conversation_id"]
+    live = LiveStream(answer["url"], [{"role": "user", "content": "think hard"}])
+    live.wait_for_text(len("word0 word1 word2 word3 word4"))  # then the provider goes quiet for 20 s
+    time.sleep(0.5)
+    asked = time.time()
+    status, _, body = http("POST", route(app_stack, subject, "POST", f"/v1/conversations/{cid}/stop"), b"", JSON)
+    assert status == 200 and json.loads(body)["stopped"] is True
+    received = live.finish(timeout=10)
+    assert upstream_disconnects(app_stack) and upstream_disconnects(app_stack)[0] - asked < 1.5
+    assert sse_events(received)[-1] == b"data: [DONE]\n\n"
+    stored = messages_of(app_stack, subject, cid)
+    assert (stored[1]["content"], stored[1]["status"]) == (sse_text(received), "stopped")

@@ -51,6 +51,8 @@ def _content_type(headers: dict[str, str]) -> str:
 def _comparable(headers: dict[str, str], body: bytes) -> Any:
     """What must agree between two runs of the same event (ids, times and turn counts may differ)."""
     content_type = _content_type(headers)
+    if not body:  # 204: nothing to resume
+        return "empty", content_type
     if content_type.startswith("text/event-stream"):
         assert body.endswith(b"data: [DONE]\n\n"), body[-200:]
         return "sse", re.sub(r"Echo \(\d+ messages\)", "Echo (n messages)", sse_text(body))

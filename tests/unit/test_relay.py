@@ -122,3 +122,59 @@ def test_fast_json_rejects_what_json_loads_rejects(text: str) -> None:
         json.loads(text)
     with pytest.raises(ValueError):
         fast_json.loads(text)
+
+
+class _RecordingEncoder:
+    """A second wire format, as the useChat route plugs one in: sees each parsed event and the stream's end."""
+
+    def __init__(self) -> None:
+        self.positions: list[int] = []
+        self.errors: list[str] = []
+        self.ended: list[str] = []
+
+    def event(self, raw: bytes, chunk: dict[str, Any], position: int) -> bytes:
+        self.positions.append(position)
+        return b"<%d>" % position
+
+    def error(self, code: str, message: str) -> bytes:
+        self.errors.append(code)
+        return b"<error>"
+
+    def end(self, status: str) -> bytes:
+        self.ended.append(status)
+        return b"<end>"
+
+
+def _encoded(reads: list[bytes]) -> tuple[bytes, _RecordingEncoder, Reply]:
+    deps: Any = SimpleNamespace(settings=SimpleNamespace(coalesce_ms=0), clock=time.time)
+    chat = ChatRequest(
+        params={}, messages=(), stream=True, usage_requested=True, max_output_tokens=1024, choices=1,
+        input_tokens=0, input_bound=0,
+    )  # fmt: skip
+    budget: Any = SimpleNamespace(input_tokens=0, settle=lambda tokens: None)
+    grant: Any = SimpleNamespace(subject="s", conversation_id=None)
+    turn = chat_turn._Turn(deps, grant, chat_turn._Plan(chat, []), "key", budget, None)
+    turn.response = _Response()  # type: ignore[assignment]
+    encoder = _RecordingEncoder()
+    turn.encoder = encoder
+    chunks: Iterator[bytes] = iter(reads)
+    first = turn.first_events(chunks)
+    return b"".join(turn.stream(first, chunks)), encoder, turn.reply
+
+
+def test_another_encoder_gets_every_event_with_its_reply_position_and_the_end_status() -> None:
+    name = next(e["file"] for e in INDEX if not e["has_tool_calls"])
+    stream = STREAMS[name]
+    events = [e + b"\n\n" for e in stream.split(b"\n\n") if e.strip()]
+    out, encoder, reply = _encoded(events)
+    assert encoder.ended == ["complete"] and encoder.errors == [] and out.endswith(b"<end>")
+    assert encoder.positions == sorted(encoder.positions) and encoder.positions[-1] == len(reply.content)
+    assert b"data:" not in out  # nothing of the OpenAI format leaks past the encoder
+
+
+def test_another_encoder_ends_a_cut_stream_with_its_own_error_and_incomplete() -> None:
+    stream = STREAMS[sorted(STREAMS)[0]]
+    events = [e + b"\n\n" for e in stream.split(b"\n\n") if e.strip()]
+    out, encoder, _ = _encoded(events[:3])  # the provider stopped before [DONE]
+    assert encoder.errors == ["upstream_error"] and encoder.ended == ["incomplete"]
+    assert out.endswith(b"<error><end>")

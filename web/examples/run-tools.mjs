@@ -5,7 +5,9 @@ import OpenAI from "openai";
 
 const signed = JSON.parse(process.argv[2]);
 const question = process.argv[3] ?? "What is the weather in Paris?";
-const client = new OpenAI({ baseURL: signed.base_url, defaultQuery: signed.query, apiKey: "unused", maxRetries: 0 });
+// The SDK requires an apiKey; the gateway ignores it (the provider key never leaves the Stream function).
+const NOT_THE_PROVIDER_KEY = "unused";
+const client = new OpenAI({ baseURL: signed.base_url, defaultQuery: signed.query, apiKey: NOT_THE_PROVIDER_KEY, maxRetries: 0 });
 
 const calls = [];
 const runner = client.chat.completions.runTools({

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from sigstream.core.errors import BadRequestError, ServiceUnavailableError, SigstreamError, UpstreamError
 from sigstream.core.settings import StreamSettings
@@ -46,6 +46,29 @@ from stream_app.turn_watch import TurnWatch, lease_until
 # A regenerate's reply block (the assistant and tool messages after the last user message) may be this long and
 # still be recognised when the client resends the history up to it.
 REGENERATE_SLACK = 16
+
+
+class LiveEncoder(Protocol):
+    """How a turn's live stream is written when it is not OpenAI SSE (the AI SDK's UI message stream, issue 14).
+
+    Without one, the provider's events are forwarded unchanged (with `id:` lines on a conversation turn).
+    """
+
+    def event(self, raw: bytes, chunk: dict[str, Any], position: int) -> bytes:
+        """Bytes for one provider event (`chunk` parsed; `position`: reply characters so far, the event id)."""
+        ...
+
+    def error(self, code: str, message: str) -> bytes:
+        """Bytes for a failure after the first byte (the stream then ends with `end("incomplete")`)."""
+        ...
+
+    def end(self, status: str) -> bytes:
+        """The stream's last bytes once the turn is stored: status complete / incomplete / stopped."""
+        ...
+
+
+# Makes a turn's encoder from its reply's message id (the stored reply's id; None on a stateless URL).
+EncoderFactory = Callable[[str | None], LiveEncoder]
 
 
 @dataclass
@@ -166,9 +189,17 @@ def _plan(deps: ChatDeps, chat: ChatRequest, history: History | None) -> _Plan:
     return _Plan(chat, provider_sequence([*window, *merge.new]), history, merge, kept)
 
 
-def chat_turn(request: Request, grant: Grant, deps: ChatDeps, deadline: float | None = None) -> HttpResult:
-    """POST /v1/chat/completions."""
-    chat = parse_chat_request(request.body, request.headers.get("content-type", ""), grant, deps.policy)
+def chat_turn(
+    request: Request,
+    grant: Grant,
+    deps: ChatDeps,
+    deadline: float | None = None,
+    encoder: EncoderFactory | None = None,
+    chat: ChatRequest | None = None,
+) -> HttpResult:
+    """POST /v1/chat/completions (and, with another `encoder` and a parsed `chat`, any chat wire format)."""
+    if chat is None:
+        chat = parse_chat_request(request.body, request.headers.get("content-type", ""), grant, deps.policy)
     key, history, reservation = _gather(deps, grant, chat)
     plan = _plan(deps, chat, history)
     chat = plan.chat
@@ -183,6 +214,8 @@ def chat_turn(request: Request, grant: Grant, deps: ChatDeps, deadline: float | 
             _moderate(deps, key, chat)
         params = {**chat.params, "messages": [m.to_openai() for m in plan.messages]}
         turn.begin()  # stored while the provider is called: it never waits for this write
+        if encoder is not None:
+            turn.encoder = encoder(turn.placeholder.id if turn.placeholder else None)
         turn.started = deps.clock()
         response = deps.upstream.open_chat(key, params)  # retries 429/5xx and refused connections here
         turn.attach(response)
@@ -244,6 +277,8 @@ class _Turn:
         self.stop_signal: StopSignal | None = None
         self._stop_lock = threading.Lock()
         self.summary: SummaryPlan | None = None
+        self.encoder: LiveEncoder | None = None
+        self._chunk: dict[str, Any] = {}
 
     # --- the stored turn ------------------------------------------------------------------------------
 
@@ -349,6 +384,7 @@ class _Turn:
             return False  # a client SDK would choke on it
         if chunk.__class__ is not dict:
             return False
+        self._chunk = chunk
         self.reply.add_chunk(chunk)
         if self.first_token_at is None:
             self.first_token_at = self.deps.clock()
@@ -364,6 +400,9 @@ class _Turn:
         """
         had_partial = self.parser.pending
         events = self.parser.feed(data)
+        if self.encoder is not None:
+            encode = self.encoder.event
+            return b"".join(encode(raw, self._chunk, self.reply.chars) for raw in events if self._accept(raw))
         if self.ids:
             return b"".join(b"id: %d\n" % self.reply.chars + raw for raw in events if self._accept(raw))
         kept = [raw for raw in events if self._accept(raw)]
@@ -397,7 +436,7 @@ class _Turn:
             status = yield from self._relay(first, chunks)
             self._finish(status)
             finished = True
-            yield DONE
+            yield DONE if self.encoder is None else self.encoder.end(status)
         finally:
             if not finished:  # GeneratorExit: the Runtime API connection broke mid-stream
                 self._finish("incomplete")
@@ -430,17 +469,20 @@ class _Turn:
             error = _as_error(exc)
             record("StreamErrors", 1, kind=error.code)
             logger.warning("upstream failed mid-stream", extra={"kind": error.code, "cause": describe_cause(exc)})
-            yield b"".join([*pending, error_event(error.code, error.message)])
+            yield b"".join([*pending, self._error(error.code, error.message)])
             return "incomplete"
         if self.stopped and not self.saw_done:
             if any(pending):
                 yield b"".join(pending)  # what was read is sent (and stored) before the stream ends
             return "stopped"
         if not self.saw_done:
-            pending.append(error_event("upstream_error", "the provider ended the stream early"))
+            pending.append(self._error("upstream_error", "the provider ended the stream early"))
         if any(pending):
             yield b"".join(pending)
         return "complete" if self.saw_done else "incomplete"
+
+    def _error(self, code: str, message: str) -> bytes:
+        return error_event(code, message) if self.encoder is None else self.encoder.error(code, message)
 
     def _close(self) -> None:
         if self.watch is not None:

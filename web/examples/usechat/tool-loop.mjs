@@ -12,7 +12,8 @@ const signedFetch = (input, init) => {
   for (const [name, value] of Object.entries(signed.query)) url.searchParams.set(name, value);
   return fetch(url, init);
 };
-const openai = createOpenAI({ baseURL: signed.base_url, apiKey: "unused", fetch: signedFetch });
+const NOT_THE_PROVIDER_KEY = "unused"; // required by the package, ignored by the gateway
+const openai = createOpenAI({ baseURL: signed.base_url, apiKey: NOT_THE_PROVIDER_KEY, fetch: signedFetch });
 
 const calls = [];
 const result = streamText({
