@@ -99,7 +99,6 @@ function conversationItem(c) {
   const del = document.createElement("button");
   del.type = "button"; del.className = "delete"; del.dataset.testid = "delete-conversation"; del.textContent = "×";
   del.setAttribute("aria-label", `Delete conversation: ${title.textContent}`);
-  del.disabled = state.live?.conversationId === c.id;  // stop its answer first
   del.addEventListener("click", () => deleteConversation(c.id));
   li.append(title, del);
   return li;
@@ -112,6 +111,7 @@ async function loadConversations() {
   if (state.pending && !items.some((c) => c.id === state.pending.id)) items.unshift(state.pending);
   else state.pending = null;
   ui.list.replaceChildren(...items.map(conversationItem));
+  lockLiveConversation();
   return items;
 }
 
@@ -172,10 +172,16 @@ async function chatUrl(fresh) {
 function beginLive(conversationId, el, position = 0, question = null) {
   state.live = { conversationId, el, position, question, controller: new AbortController(), stopping: false, stopped: null };
   state.busy = true; ui.send.disabled = true; ui.stop.disabled = false;
+  lockLiveConversation();
   return state.live;
 }
 function endLive() {
   state.live = null; state.busy = false; ui.send.disabled = false; ui.stop.disabled = true;
+  lockLiveConversation();
+}
+// The conversation whose answer is on screen cannot be deleted (stop it first).
+function lockLiveConversation() {
+  for (const li of ui.list.children) li.querySelector(".delete").disabled = li.dataset.id === state.live?.conversationId;
 }
 
 // Reads an OpenAI SSE body into live.el. Resolves "done" | "stopped" | "error"; throws on a network failure.
@@ -293,6 +299,7 @@ async function streamOnce(text, live, fresh) {
   const url = await chatUrl(fresh);
   live.conversationId = state.conversationId;
   showPending(state.conversationId, text);
+  lockLiveConversation();
   setStatus("connecting", "Connecting…");
   const r = await fetch(url, {
     method: "POST", signal: live.controller.signal, headers: { "content-type": "application/json" },

@@ -127,9 +127,12 @@ def test_a_new_conversation_is_listed_at_once_and_a_reload_mid_answer_resumes_it
     partial = answer_text(page)
     assert partial and REPLY.startswith(partial) and len(partial) < len(REPLY)  # the stored partial answer, at once
     assert page.locator('[data-testid="message"][data-role="user"] .text').all_text_contents() == ["Count the steps"]
+    shot(page, "resumed")
+    assert item.locator('[data-testid="delete-conversation"]').is_disabled()  # not while its answer is on screen
     page.wait_for_selector(f'{ASSISTANT}[data-state="done"]', timeout=30_000)
     assert answer_text(page) == REPLY  # resumed where the stored text ended: nothing twice, nothing missing
     assert page.get_attribute('[data-testid="status"]', "data-state") == "idle"
+    assert item.locator('[data-testid="delete-conversation"]').is_enabled()
     assert resumes, "the page did not call GET /v1/conversations/{id}/stream"
     header = resumes[0].all_headers().get("last-event-id")
     assert header is not None and 0 < int(header) <= len(partial)  # code points, as the gateway counts
