@@ -324,7 +324,12 @@ async function send(text) {
         const outcome = await streamOnce(text, live, false);
         if (outcome === "stopped") follow = "stopped";
         else if (outcome === "error") setStatus("error", "Answer cut off");
-        else { markMessage(live.el, "done"); setStatus("idle", renewed ? "Ready (link renewed)" : "Ready"); }
+        else {
+          markMessage(live.el, "done"); setStatus("idle", renewed ? "Ready (link renewed)" : "Ready");
+          // Shown as stored (e.g. stopped from another tab: the stream ends early with [DONE]); still busy, so
+          // nothing typed meanwhile is wiped by the re-render.
+          await openConversation(live.conversationId).catch(() => null);
+        }
         break;
       } catch (err) {
         if (live.stopping || err.name === "AbortError") { follow = "stopped"; break; }

@@ -418,3 +418,26 @@ def test_the_page_reads_event_ids_however_the_bytes_are_split(page) -> None:
     expected = [{"id": "0", "data": '{"a":1}'}, {"id": "7", "data": "one\ntwo"}, {"id": None, "data": "[DONE]"}]
     assert {str(run) for run in splits["runs"]} == {str(expected)}
     assert splits["points"] == 3  # what Last-Event-ID counts: code points, not UTF-16 units
+
+
+def test_a_second_tab_follows_the_answer_and_its_stop_ends_it_in_both(page, dev_stack: DevStack) -> None:
+    dev_stack.upstream(reply=REPLY, delay_ms=120)
+    ask(page, "Count for two tabs")
+    wait_for_answer_longer_than(page, 20)
+    conversation = page.evaluate("location.hash.slice(1)")
+    other = page.context.new_page()  # the same user (cookie), e.g. the chat opened again in a new tab
+    errors: list[str] = []
+    other.on("pageerror", lambda exc: errors.append(str(exc)))
+    other.goto(f"{dev_stack.endpoints['web_url']}#{conversation}")
+    other.wait_for_selector(f'{ASSISTANT}[data-state="streaming"]')
+    wait_for_answer_longer_than(other, len(answer_text(other)) + 20)
+    on_screen = other.evaluate(STOP_NOW)
+    other.wait_for_selector('[data-testid="status"][data-state="stopped"]', timeout=10_000)
+    page.wait_for_selector('[data-testid="status"][data-state="idle"]', timeout=10_000)  # its stream ended too
+    for tab in (page, other):
+        assert answer_text(tab) == on_screen  # both show what is stored, not what each had received
+        assert tab.locator(ASSISTANT).last.locator(".note").text_content() == "(stopped)"
+    reply = stored_messages(dev_stack, page, conversation)[-1]
+    assert (reply["status"], reply["content"]) == ("stopped", on_screen)
+    other.close()
+    assert errors == []
