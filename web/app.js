@@ -127,9 +127,25 @@ function select(id) {
   for (const li of ui.list.children) li.setAttribute("aria-current", String(li.dataset.id === id));
 }
 
+// All of a conversation's stored messages (pages of 100; `limit` and `after` are not part of the signature).
+async function storedMessages(id) {
+  const url = (await sign("messages", id)).url;
+  const messages = [];
+  let after = null;
+  for (let pages = 0; pages < 100; pages++) {
+    const r = await fetch(`${url}&limit=100${after ? `&after=${encodeURIComponent(after)}` : ""}`);
+    const body = await r.json().catch(() => ({}));
+    if (!r.ok) throw new HttpError(r.status, body, r.headers);
+    messages.push(...body.data);
+    if (!body.has_more || !body.next_cursor) break;
+    after = body.next_cursor;
+  }
+  return messages;
+}
+
 async function openConversation(id) {
-  const page = await call("messages", id);
-  return { messages: page.data, live: state.conversationId === id ? renderMessages(page.data) : null };
+  const messages = await storedMessages(id);
+  return { messages, live: state.conversationId === id ? renderMessages(messages) : null };
 }
 
 // A click in the list, or the page (re)loading: show the conversation and follow a reply still being written.
@@ -235,7 +251,7 @@ async function requestStop(live) {
       if (!(err instanceof HttpError && err.status === 404)) throw err;  // a new conversation, not stored yet
     }
     if (body.stopped || Date.now() > deadline) return body.message;
-    const stored = (await call("messages", live.conversationId).catch(() => null))?.data || [];
+    const stored = (await storedMessages(live.conversationId).catch(() => null)) || [];
     const last = stored.at(-1);
     const asked = stored.at(-2);
     if (last?.role === "assistant" && last.status !== "in_progress" && (live.question == null || asked?.content === live.question)) return last;

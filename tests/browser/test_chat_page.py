@@ -60,6 +60,19 @@ def server(dev_stack: DevStack, page: Any, action: str, conversation_id: str | N
         return err.code, json.loads(err.read() or b"{}")
 
 
+def post_turn(dev_stack: DevStack, subject: str, text: str, conversation_id: str | None = None) -> str:
+    """One turn sent by another client of the same user (e.g. a phone), to the end; the conversation's id."""
+    e = dev_stack.endpoints
+    backend = DemoBackend(e["sign_url"], e["aws_access_key_id"], e["aws_secret_access_key"], e["region"])
+    status, signed = backend.sign(subject, {"action": "chat", "conversation_id": conversation_id})
+    assert status == 200, signed
+    body = json.dumps({"stream": True, "messages": [{"role": "user", "content": text}]}).encode()
+    request = urllib.request.Request(signed["url"], body, {"content-type": "application/json"}, method="POST")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        assert response.read().endswith(b"data: [DONE]\n\n")
+    return str(signed["conversation_id"])
+
+
 def upstream_requests(dev_stack: DevStack) -> list[dict[str, Any]]:
     """The chat requests the embedded upstream received since its last reset."""
     with urllib.request.urlopen(dev_stack.control_url + "/requests", timeout=10) as response:
@@ -441,3 +454,29 @@ def test_a_second_tab_follows_the_answer_and_its_stop_ends_it_in_both(page, dev_
     assert (reply["status"], reply["content"]) == ("stopped", on_screen)
     other.close()
     assert errors == []
+
+
+def test_a_long_conversation_is_shown_whole_and_its_last_answer_resumed(page, dev_stack: DevStack) -> None:
+    dev_stack.upstream()
+    subject = next(c["value"] for c in page.context.cookies() if c["name"] == "sigstream_demo_user")
+    conversation = post_turn(dev_stack, subject, "question 1")
+    for turn in range(2, 13):  # 24 messages: more than one page of GET …/messages (20 by default)
+        post_turn(dev_stack, subject, f"question {turn}", conversation)
+    dev_stack.upstream(reply=REPLY, delay_ms=40)
+    last = threading.Thread(target=post_turn, args=(dev_stack, subject, "question 13", conversation))
+    last.start()
+    try:
+        deadline = time.monotonic() + 10
+        while next(c["message_count"] for c in server(dev_stack, page, "list")[1]["data"]) < 26:
+            assert time.monotonic() < deadline, "the last turn was not stored from its start"
+            time.sleep(0.1)
+        page.evaluate("id => { location.hash = id; }", conversation)
+        page.reload()  # opened by the user while another client's answer is being written
+        page.wait_for_selector(f'{ASSISTANT}[data-state="streaming"]', timeout=10_000)
+        page.wait_for_selector(f'{ASSISTANT}[data-state="done"]:last-child', timeout=30_000)
+    finally:
+        last.join()
+    users = page.locator('[data-testid="message"][data-role="user"] .text').all_text_contents()
+    assert users == [f"question {turn}" for turn in range(1, 14)]
+    assert answer_text(page) == REPLY
+    assert page.locator(ASSISTANT).nth(11).locator(".text").text_content().endswith("): question 12")
