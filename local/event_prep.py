@@ -44,7 +44,11 @@ def conversation_needed(event: dict[str, object]) -> tuple[str, str] | None:
     if params.get("sig") != PLACEHOLDER:  # expired/tampered/malformed events fail before any lookup
         return None
     route = match_route(str(event.get("rawPath") or ""))
-    if route is None or route.name not in ("list_messages", "delete_conversation", "stop_turn", "resume_stream") or not route.conversation_id:
+    if (
+        route is None
+        or route.name not in ("list_messages", "delete_conversation", "stop_turn", "resume_stream")
+        or not route.conversation_id
+    ):
         return None
     return params["sub"], route.conversation_id
 

@@ -334,7 +334,11 @@ class _UpstreamHandler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 self.connection.shutdown(2)  # reset mid-stream, no terminating chunk
                 return
-            if control.stall_after is not None and index == control.stall_after and not self._wait(control.stall_seconds):
+            if (
+                control.stall_after is not None
+                and index == control.stall_after
+                and not self._wait(control.stall_seconds)
+            ):
                 return
             if index and control.delay_ms and not self._wait(control.delay_ms / 1000):
                 return

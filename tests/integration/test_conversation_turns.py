@@ -511,6 +511,15 @@ def test_an_answer_longer_than_a_dynamodb_item_is_stored_whole_and_read_back(app
     stored = messages_of(app_stack, subject, cid)
     assert [(m["role"], m["status"]) for m in stored] == [("user", "complete"), ("assistant", "complete")]
     assert stored[1]["content"] == long_reply
+    # The next turn still works: a reply over the window's token budget stays out (the summary takes it in).
+    end = time.monotonic() + 10
+    while time.monotonic() < end and not any("summary" in i for i in table_items(app_stack, cid)):
+        time.sleep(0.1)  # written after the response, by the environment that served it
+    upstream_control(app_stack)
+    assert streamed(client_for(answer), "and now?") == "Echo (2 messages): and now?"
+    turn = [r for r in upstream_requests(app_stack) if r["body"]["stream"]][-1]["body"]["messages"]
+    assert [m["role"] for m in turn] == ["system", "user"]  # the summary of what the window left out, the question
+    assert turn[0]["content"].startswith("Summary of the earlier conversation: ")
 
 
 def test_a_reply_whose_turn_died_reads_as_incomplete_and_blocks_nothing(app_stack: LocalStack) -> None:
@@ -584,3 +593,33 @@ def test_stop_is_noticed_while_the_provider_is_silent(app_stack: LocalStack) -> 
     assert sse_events(received)[-1] == b"data: [DONE]\n\n"
     stored = messages_of(app_stack, subject, cid)
     assert (stored[1]["content"], stored[1]["status"]) == (sse_text(received), "stopped")
+
+
+@pytest.mark.parametrize("query", ["&include=everything", "&include=", "&include=superseded&include=superseded"])
+def test_the_messages_listing_refuses_unknown_include_values(app_stack: LocalStack, query: str) -> None:
+    upstream_control(app_stack)
+    subject = new_subject()
+    answer = signed_url(app_stack, subject=subject)
+    streamed(client_for(answer), "hi")
+    url = route(app_stack, subject, "GET", f"/v1/conversations/{answer['conversation_id']}/messages")
+    status, _, body = http("GET", url + query)
+    assert status == 400 and b"Traceback" not in body, body
+
+
+def test_a_browser_may_send_last_event_id_to_the_stop_and_resume_routes(app_stack: LocalStack) -> None:
+    origin = "http://127.0.0.1:8000"  # AllowedOrigins is * by default
+    stream_url = app_stack.endpoints()["stream_url"].rstrip("/")
+    for method, path in (("POST", "stop"), ("GET", "stream")):
+        status, headers, _ = http(
+            "OPTIONS",
+            f"{stream_url}/v1/conversations/conv_x/{path}",
+            None,
+            {
+                "Origin": origin,
+                "Access-Control-Request-Method": method,
+                "Access-Control-Request-Headers": "last-event-id,content-type",
+            },
+        )
+        lower = {k.lower(): v for k, v in headers.items()}
+        assert status == 200 and method in lower["access-control-allow-methods"]
+        assert "last-event-id" in lower["access-control-allow-headers"].split(",")

@@ -450,3 +450,17 @@ def test_a_provider_with_an_untrusted_certificate_is_refused_once_not_retried(tm
     time.sleep(0.1)
     listener.close()
     assert upstream.requests == 0 and len(handshakes) == 1 and "accepted" not in handshakes
+
+
+def test_on_sent_runs_once_the_request_is_written_on_every_attempt(server: tuple[str, Script]) -> None:
+    base, script = server
+    script.answers = [{"status": 429, "headers": {"Retry-After": "0"}}, {}]
+    seen: list[int] = []
+    response = client(base).open_chat(
+        "sk-test", {"model": "m", "stream": True, "messages": []}, on_sent=lambda: seen.append(len(script.requests))
+    )
+    try:
+        assert b"".join(response.chunks()) == SSE
+    finally:
+        response.close()
+    assert len(seen) == 2 and len(script.requests) == 2  # the turn's first write starts after the first send

@@ -72,3 +72,11 @@ def test_the_summary_answer_is_read_defensively() -> None:
     answer = {"choices": [{"message": {"content": "  the gist  "}}], "usage": {"total_tokens": 12}}
     assert summary_answer(answer) == ("the gist", 12)
     assert summary_answer({"choices": "nope", "usage": {"total_tokens": True}}) == (None, 0)
+
+
+def test_a_reply_over_the_budget_stays_out_unless_a_tool_loop_needs_it() -> None:
+    huge = m({"role": "assistant", "content": "x " * 50_000})
+    history = [m({"role": "user", "content": "q"}), huge]
+    assert window_start(history, max_messages=20, token_budget=6000) == 2  # nothing: the summary covers it
+    calling = m({"role": "assistant", "content": "x " * 50_000, "tool_calls": [call("c1")]})
+    assert window_start([history[0], calling], max_messages=20, token_budget=6000) == 1

@@ -213,11 +213,13 @@ def chat_turn(
         if deps.settings.moderation != "off":
             _moderate(deps, key, chat)
         params = {**chat.params, "messages": [m.to_openai() for m in plan.messages]}
-        turn.begin()  # stored while the provider is called: it never waits for this write
+        turn.prepare()
         if encoder is not None:
             turn.encoder = encoder(turn.placeholder.id if turn.placeholder else None)
         turn.started = deps.clock()
-        response = deps.upstream.open_chat(key, params)  # retries 429/5xx and refused connections here
+        # Retries 429/5xx and refused connections. The turn's first write starts once the request is out, so it
+        # overlaps the provider's wait and never the first byte's path.
+        response = deps.upstream.open_chat(key, params, on_sent=turn.begin)
         turn.attach(response)
         if not chat.stream:
             return turn.whole(response)
@@ -282,8 +284,8 @@ class _Turn:
 
     # --- the stored turn ------------------------------------------------------------------------------
 
-    def begin(self) -> None:
-        """Write the new messages and the `in_progress` reply in the background (conversation turns)."""
+    def prepare(self) -> None:
+        """The turn's messages and its `in_progress` reply, with their ids (conversation turns)."""
         if self.conversation is None:
             return
         now = self.deps.clock()
@@ -295,6 +297,12 @@ class _Turn:
             lease_until=lease_until(now, self.deadline),
         )
         self.stored = [StoredMessage(m, created_at=created) for m in self.chat.messages] + [self.placeholder]
+
+    def begin(self) -> None:
+        """Write the prepared messages and reply in the background (once, however often the request is sent)."""
+        if self.conversation is None or self.placeholder is None or self.begun is not None:
+            return
+        now = self.deps.clock()
         self.begun = self.deps.pool.submit(
             self.deps.store.append_turn,
             self.conversation,
@@ -553,9 +561,11 @@ class _Turn:
 
     def _write(self, final: StoredMessage, now: float, tokens_in: int, tokens_out: int) -> None:
         """The final write: over the reply stored in progress, or the whole turn when that write had failed."""
-        if self.conversation is None or self.placeholder is None or self.begun is None:
+        if self.conversation is None or self.placeholder is None:
             return
         try:
+            if self.begun is None:
+                raise ServiceUnavailableError("the turn's first write never started")
             self.begun.result()
         except Exception as exc:
             logger.warning("the turn could not be stored at its start", extra={"error": type(exc).__name__})

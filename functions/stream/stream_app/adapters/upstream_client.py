@@ -379,7 +379,15 @@ class UpstreamClient:
 
     # --- one attempt -------------------------------------------------------------------------------------
 
-    def _attempt(self, method: str, key: Key, target: str, body: bytes, headers: Mapping[str, str]) -> UpstreamResponse:
+    def _attempt(
+        self,
+        method: str,
+        key: Key,
+        target: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        on_sent: Callable[[], None] | None = None,
+    ) -> UpstreamResponse:
         left = None if self.deadline is None else self.deadline - time.monotonic()
         if left is not None and left <= 0:
             raise UpstreamTimeoutError("the function ran out of time before the provider was asked")
@@ -394,6 +402,8 @@ class UpstreamClient:
             for name, value in headers.items():
                 conn.putheader(name, value)
             conn.endheaders(body)
+            if on_sent is not None:
+                on_sent()  # the request is out: work started now overlaps the provider's wait, not our send
             response = conn.getresponse()
         except TimeoutError as exc:
             conn.close()
@@ -415,7 +425,14 @@ class UpstreamClient:
         return random.uniform(0, min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt))  # noqa: S311
 
     def _send(
-        self, method: str, url: str, body: bytes, headers: Mapping[str, str], *, retry_sent: bool
+        self,
+        method: str,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        retry_sent: bool,
+        on_sent: Callable[[], None] | None = None,
     ) -> UpstreamResponse:
         """Send with retries: refused connections always; 429/5xx and dropped keep-alives when `retry_sent`.
 
@@ -431,7 +448,7 @@ class UpstreamClient:
         stale_retried = False
         while True:
             try:
-                response = self._attempt(method, key, target, body, headers)
+                response = self._attempt(method, key, target, body, headers, on_sent)
             except _AttemptFailedError as failed:
                 if failed.sent and not retry_sent:
                     raise failed.error from failed
@@ -481,14 +498,18 @@ class UpstreamClient:
             response.close()
         raise status_error(response.status, response.headers, body, api_key) from ProviderStatusError(response.status)
 
-    def open_chat(self, api_key: str, params: Mapping[str, Any]) -> UpstreamResponse:
-        """POST /chat/completions; returns once the provider answered with a success status."""
+    def open_chat(
+        self, api_key: str, params: Mapping[str, Any], on_sent: Callable[[], None] | None = None
+    ) -> UpstreamResponse:
+        """POST /chat/completions; returns once the provider answered with a success status.
+
+        `on_sent` is called each time the request has been written (before its answer is awaited).
+        """
         accept = "text/event-stream" if params.get("stream") else "application/json"
         body = json.dumps(params, separators=(",", ":")).encode()
         url = self.base_url + "/chat/completions"
-        return self._checked(
-            self._send("POST", url, body, self._headers(api_key, accept, body), retry_sent=True), api_key
-        )
+        headers = self._headers(api_key, accept, body)
+        return self._checked(self._send("POST", url, body, headers, retry_sent=True, on_sent=on_sent), api_key)
 
     def post_json(self, path: str, api_key: str, doc: Mapping[str, Any]) -> dict[str, Any]:
         """A non-streaming JSON POST to the provider (moderation, summaries), with the same retries."""

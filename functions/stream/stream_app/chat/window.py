@@ -13,13 +13,19 @@ SUMMARY_PREFIX = "Summary of the earlier conversation: "
 def window_start(history: Sequence[Message], *, max_messages: int, token_budget: int) -> int:
     """Where the window of the newest messages that fit begins (an index into `history`).
 
-    The newest message always fits. The window never begins on a tool result: its assistant message (with the
-    tool calls) fell outside, so the whole group stays out and a tool call is never split from its results.
+    The newest message fits even beyond the budget when it is part of a tool loop (a call, or a result the
+    provider needs with it); any other message over the budget stays out, so one huge reply does not make every
+    later turn huge (the rolling summary takes it in). The window never begins on a tool result: its assistant
+    message (with the tool calls) fell outside, so the whole group stays out and a tool call is never split from
+    its results.
     """
     start, used = len(history), 0
     for index in range(len(history) - 1, -1, -1):
-        cost = history[index].estimated_tokens()
-        if len(history) - index > max_messages or (start < len(history) and used + cost > token_budget):
+        message = history[index]
+        cost = message.estimated_tokens()
+        in_loop = message.role == "tool" or bool(message.tool_calls)
+        over_budget = used + cost > token_budget and (start < len(history) or not in_loop)
+        if len(history) - index > max_messages or over_budget:
             break
         start, used = index, used + cost
     while start < len(history) and history[start].role == "tool":
