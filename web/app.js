@@ -341,10 +341,12 @@ async function send(text) {
         if (outcome === "stopped") follow = "stopped";
         else if (outcome === "error") setStatus("error", "Answer cut off");
         else {
-          markMessage(live.el, "done"); setStatus("idle", renewed ? "Ready (link renewed)" : "Ready");
-          // Shown as stored (e.g. stopped from another tab: the stream ends early with [DONE]); still busy, so
-          // nothing typed meanwhile is wiped by the re-render.
-          await openConversation(live.conversationId).catch(() => null);
+          // Shown as stored (e.g. stopped from another tab, whose stream ends early with [DONE]), before Send is
+          // enabled again, so the re-render wipes nothing typed meanwhile.
+          const stored = await openConversation(live.conversationId).catch(() => null);
+          if (!stored) markMessage(live.el, "done");
+          follow = stored?.live || null;
+          setStatus("idle", renewed ? "Ready (link renewed)" : "Ready");
         }
         break;
       } catch (err) {
