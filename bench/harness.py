@@ -45,7 +45,9 @@ def variant(
         handler=handler or spec.handler,
         layer_dirs=spec.layer_dirs if layer_dirs is None else layer_dirs,
     )
-    return FunctionPool(new, stack.pools[base].aws_env, stack.pools[base].region, stack.logs)
+    # The pool applies its AWS variables after the function's: an endpoint given here must win over them too.
+    aws_env = {**stack.pools[base].aws_env, **{k: v for k, v in (env or {}).items() if k in stack.pools[base].aws_env}}
+    return FunctionPool(new, aws_env, stack.pools[base].region, stack.logs)
 
 
 def invoke(pool: FunctionPool, event: bytes) -> tuple[float, float, float, bytes]:

@@ -32,6 +32,7 @@ def main(argv: list[str], root: Path) -> int:
     parser.add_argument("--single-use", action="store_true")
     parser.add_argument("--model", action="append", default=[])
     parser.add_argument("--max-tokens", type=int)
+    parser.add_argument("--n", type=int, help="choices per chat request the URL allows (absent: 1)")
     parser.add_argument("--max-lifetime", type=int, default=int(os.environ.get("SIGSTREAM_MAX_URL_LIFETIME", "3600")))
     args = parser.parse_args(argv)
     try:
@@ -58,6 +59,7 @@ def main(argv: list[str], root: Path) -> int:
         single_use=args.single_use,
         models=tuple(args.model),
         max_tokens=args.max_tokens,
+        n=args.n,
     )
     try:
         doc = issue_url(

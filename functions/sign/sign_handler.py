@@ -103,6 +103,11 @@ def sign() -> Response[Any]:
     request = SignRequest.model_validate(body)
     keys = SECRETS.signing_keys(SETTINGS.signing_keys_secret)
     models = (request.model,) if isinstance(request.model, str) else tuple(request.model or ())
+    if forbidden := SETTINGS.forbidden_models(models):
+        # A URL for a model the Stream function refuses would fail later, in a browser, far from the cause.
+        raise BadRequestError(
+            f"model {forbidden[0]} is not allowed by this deployment (see its AllowedModels parameter)", param="model"
+        )
     spec = SignSpec(
         subject=request.subject,
         method=request.method,

@@ -325,3 +325,30 @@ def test_sw1_app_policy_applies_to_bodies_it_did_not_sign(app_stack: LocalStack,
     assert status == 200 and upstream_requests(app_stack)[-1]["body"]["max_tokens"] == 500
     status, _, body = post(_sw1(app_stack, 121, app=policy_app), SW1_BODY)  # the app's own lifetime cap
     assert status == 403
+
+
+def test_a_refused_request_does_not_use_up_a_single_use_url(budget_stack: LocalStack) -> None:
+    """A single-use URL refused by the budget (429) or by a history conflict (409) still works once."""
+    upstream_control(budget_stack)
+    subject = new_subject()
+    status = 200
+    while status != 429:  # spend the day's budget
+        status, _, _ = post(signed_url(budget_stack, subject=subject, stateless=True)["url"], hi(max_tokens=90))
+        assert status in (200, 429)
+    once = signed_url(budget_stack, subject=subject, stateless=True, single_use=True)["url"]
+    for _ in range(2):  # the second try is refused by the budget again, not as already used
+        status, _, body = post(once, hi(max_tokens=90))
+        assert status == 429 and json.loads(body)["error"]["code"] == "rate_limited", body
+    # On a conversation: a resend that does not match the stored history is a 409; the same URL then works.
+    other = new_subject()
+    first = signed_url(budget_stack, subject=other)
+    status, _, _ = post(first["url"], hi(max_tokens=20))
+    assert status == 200
+    once = signed_url(budget_stack, subject=other, conversation_id=first["conversation_id"], single_use=True)["url"]
+    wrong = {"messages": [{"role": "user", "content": "not what was said"}, {"role": "assistant", "content": "x"}]}
+    status, _, body = post(once, {**wrong, "max_tokens": 20})
+    assert status == 409 and json.loads(body)["error"]["code"] == "history_conflict", body
+    status, _, body = post(once, {"messages": [{"role": "user", "content": "and now?"}], "max_tokens": 20})
+    assert status == 200, body
+    status, _, body = post(once, {"messages": [{"role": "user", "content": "again?"}], "max_tokens": 20})
+    assert status == 403 and json.loads(body)["error"]["code"] == "already_used"

@@ -49,6 +49,8 @@ def test_unsigned_sign_requests_are_refused(app_stack: LocalStack) -> None:
         ({"subject": "a", "surprise": 1}, "surprise"),
         ({"subject": "a", "stateless": True, "conversation_id": "conv_abcdefgh"}, "conversation_id"),
         ({"subject": "a", "model": []}, "model"),  # an empty allow-list signed a URL for every model
+        ({"subject": "a", "model": "gpt-forbidden"}, "model"),  # the Stream function would refuse it later
+        ({"subject": "a", "model": ["local-echo-1", "gpt-forbidden"]}, "model"),
     ],
 )
 def test_bad_sign_requests_are_400s_naming_the_field(app_stack: LocalStack, doc: dict, param: str) -> None:
@@ -201,7 +203,7 @@ def test_sign_cli_prints_a_url_the_stream_function_accepts(app_stack: LocalStack
         "SIGSTREAM_STREAM_URL": app_stack.endpoints()["stream_url"],
     }
     result = subprocess.run(
-        [sys.executable, "-m", "local", "sign", new_subject(), "--stateless", "--model", "local-echo-1"],
+        [sys.executable, "-m", "local", "sign", new_subject(), "--stateless", "--model", "local-echo-1", "--n", "2"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -210,5 +212,6 @@ def test_sign_cli_prints_a_url_the_stream_function_accepts(app_stack: LocalStack
     )
     answer = json.loads(result.stdout)
     assert answer["query"]["models"] == "local-echo-1" and answer["conversation_id"] is None
-    status, _, body = post_chat(answer["url"])
+    status, _, body = post_chat(answer["url"], {**CHAT, "n": 2})  # --n signs two choices per request
     assert status == 200, body
+    assert answer["query"]["n"] == "2"  # without it a request for two choices is a 400 (test_cost_controls)

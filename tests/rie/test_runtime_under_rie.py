@@ -23,7 +23,6 @@ from tests.rie.conftest import IN_CI, StartFunction
 from tests.rie.harness import RieFunction, RieResponse, free_port
 
 DEMO_TEMPLATE = DEMO / "template.yaml"  # run unbuilt, from its CodeUri, as `sam local invoke -t` can
-STREAM_HANDLER = ROOT / "functions" / "stream" / "stream_handler.py"
 
 
 def _demo_event(path: str) -> bytes:
@@ -109,15 +108,6 @@ def _chat(stack: LocalStack, subject: str) -> bytes:
     return prepare_event(json.dumps(event).encode(), stack.secret_values(), stack.sw1_app["proxy"], call)
 
 
-PRELOAD_PRESENT = "upstream.preload()" in STREAM_HANDLER.read_text()
-
-
-@pytest.mark.xfail(
-    PRELOAD_PRESENT,
-    strict=True,
-    reason="needs the preload thread removed from stream_handler.py (lean, issue 12): "
-    "workers forked after init inherit the import lock it holds and hang",
-)
 def test_four_concurrent_streaming_chats_complete_with_max_concurrency_4(
     start_function: StartFunction, sam_env_file: Path, rie_stack: LocalStack
 ) -> None:

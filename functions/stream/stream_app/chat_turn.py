@@ -125,6 +125,16 @@ def _reserve(deps: ChatDeps, grant: Grant, tokens: int) -> Reservation:
     )
 
 
+def _give_back_nonce(deps: ChatDeps, grant: Grant) -> None:
+    """A refused request does not use up a single-use URL: the client may retry it once the refusal is gone."""
+    if not grant.nonce:
+        return
+    try:
+        deps.store.release_nonce(grant.nonce)
+    except Exception as exc:  # the refusal is what the client must see; a lost release only costs a new URL
+        logger.warning("could not give back a single-use URL", extra={"error": type(exc).__name__})
+
+
 def _gather(deps: ChatDeps, grant: Grant, chat: ChatRequest) -> tuple[str, History | None, Reservation | None]:
     """Key, rate/budget reservation (stateless) or history, and nonce in parallel: one round trip of latency."""
     subject, conversation_id = grant.subject, grant.conversation_id
@@ -142,6 +152,8 @@ def _gather(deps: ChatDeps, grant: Grant, chat: ChatRequest) -> tuple[str, Histo
     if errors:
         if "reservation" in jobs and jobs["reservation"].exception() is None:
             _Budget(deps, jobs["reservation"].result(), 0).settle(0)
+        if "nonce" in jobs and jobs["nonce"].exception() is None:
+            _give_back_nonce(deps, grant)
         for error in sorted(errors, key=lambda e: getattr(e, "status", 999) == 503):
             if isinstance(error, SigstreamError):
                 raise error
@@ -209,12 +221,17 @@ def chat_turn(
     if chat is None:
         chat = parse_chat_request(request.body, request.headers.get("content-type", ""), grant, deps.policy)
     key, history, reservation = _gather(deps, grant, chat)
-    plan = _plan(deps, chat, history, check_merge)
-    chat = plan.chat
-    input_tokens = chat.extra_tokens + sum(m.estimated_tokens() for m in plan.messages)
-    if reservation is None:  # an upper bound, not the estimate: a client chooses text that beats any estimate
-        bound = chat.extra_bound + sum(m.token_bound() for m in plan.messages) + chat.output_tokens
-        reservation = _reserve(deps, grant, bound)
+    try:
+        plan = _plan(deps, chat, history, check_merge)
+        chat = plan.chat
+        input_tokens = chat.extra_tokens + sum(m.estimated_tokens() for m in plan.messages)
+        if reservation is None:  # an upper bound, not the estimate: a client chooses text that beats any estimate
+            bound = chat.extra_bound + sum(m.token_bound() for m in plan.messages) + chat.output_tokens
+            reservation = _reserve(deps, grant, bound)
+    except SigstreamError as error:
+        if error.status < 500:  # refused (history conflict, rate limit, budget): nothing was used
+            _give_back_nonce(deps, grant)
+        raise
     budget = _Budget(deps, reservation, input_tokens)
     turn = _Turn(deps, grant, plan, key, budget, deadline)
     try:

@@ -996,6 +996,12 @@ class HistoryStore:
                 raise ServiceUnavailableError("single-use check is temporarily unavailable") from exc
             raise
 
+    def release_nonce(self, nonce: str) -> None:
+        """Undo consume_nonce for a request that was refused before anything was used."""
+        self.client.call(
+            "DeleteItem", {"TableName": self.table, "Key": to_item({"pk": f"NONCE#{nonce}", "sk": "NONCE"})}
+        )
+
 
 def subject_limit_key(subject: str) -> str:
     """The limiter item of an end user."""

@@ -176,16 +176,28 @@ class SignSettings:
     stream_url: str
     max_url_lifetime: int
     secret_ttl_seconds: int
+    # The Stream function's models (default first), or None when not told: then the Stream function alone refuses.
+    models: tuple[str, ...] | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> SignSettings:
         """Parse and validate; without the Stream URL every issued URL would be relative, so refuse."""
+        models = None
+        if env.get(PREFIX + "DEFAULT_MODEL"):
+            models = (_get(env, "DEFAULT_MODEL"), *_names(env, "ALLOWED_MODELS", "", _MODEL_NAME))
         return cls(
             signing_keys_secret=_get(env, "SIGNING_KEYS_SECRET"),
             stream_url=_url(env, "STREAM_URL"),
             max_url_lifetime=_int(env, "MAX_URL_LIFETIME", 3600),
             secret_ttl_seconds=_int(env, "SECRET_TTL_SECONDS", 300),
+            models=models,
         )
+
+    def forbidden_models(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        """The names a URL would sign that the Stream function refuses anyway (none when its models are unknown)."""
+        if self.models is None or "*" in self.models:
+            return ()
+        return tuple(name for name in names if name not in self.models)
 
 
 @dataclass(frozen=True)
