@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from sigstream.core.settings import SignSettings
 
-BASE = {"SIGSTREAM_SIGNING_KEYS_SECRET": "arn:keys", "SIGSTREAM_STREAM_URL": "https://stream.example/"}
+KEYS = "arn:keys"
+BASE = {"SIGSTREAM_SIGNING_KEYS_SECRET": KEYS, "SIGSTREAM_STREAM_URL": "https://stream.example/"}
 
 
 def test_models_unknown_to_the_sign_function_are_left_to_the_stream_function() -> None:
