@@ -107,6 +107,10 @@ def main() -> int:
             ("cold start", lambda: contenders.cold_start(stack, signer, gateway.http_first_byte, args.quick)),
             ("warm", lambda: contenders.warm(stack, signer, gateway.chat_event, args.quick)),
             ("per chunk", lambda: chunks.per_chunk(stack, signer, gateway.chat_event, args.quick)),
+            (
+                "ui per chunk",
+                lambda: chunks.ui_per_chunk(stack, signer, gateway.chat_event, gateway.ui_chat_event, args.quick),
+            ),
             ("memory", lambda: gateway.memory(stack, signer, args.quick)),
             ("max concurrency", lambda: lmi.max_concurrency(stack, signer, gateway.http_first_byte, args.quick)),
             ("concurrency", lambda: gateway.concurrency(stack, signer, args.quick)),

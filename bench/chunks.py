@@ -97,3 +97,49 @@ def per_chunk(stack: LocalStack, signer: Any, chat_event: Any, quick: bool) -> S
         ),
     ]
     return section
+
+
+def ui_per_chunk(stack: LocalStack, signer: Any, chat_event: Any, ui_chat_event: Any, quick: bool) -> Section:
+    """The AI SDK's UI message stream (POST /v1/chat, each chunk re-encoded) against the relayed OpenAI stream."""
+    assert stack.upstream is not None
+    words = 4000 if quick else 20000
+    events = words + 4  # role chunk, one per word, finish chunk, usage chunk (always requested on /v1/chat)
+    reps = 2 if quick else 4
+    pool = stream_probe_pool(stack, "ChunkUiStream")
+    try:
+        stack.upstream.control.update({"reset": True, "reply": " ".join(["token"] * words), "delay_ms": 0.05})
+        openai, ui = [], []
+        for _ in range(reps):  # interleaved, one pool: the same process measures both formats
+            openai.append(_run(stack, {"ours": pool}, lambda: chat_event(signer.url(stateless=True)), 1, events))
+            ui.append(
+                _run(
+                    stack,
+                    {"ours": pool},
+                    lambda: ui_chat_event(signer.url(stateless=True, path="/v1/chat")),
+                    1,
+                    events,
+                )
+            )
+    finally:
+        stack.upstream.control.update({"reset": True})
+        pool.close()
+    data = {"openai": median([r["ours"] for r in openai]), "ui": median([r["ours"] for r in ui])}
+    section = Section(
+        "UI message stream per chunk",
+        f"The same {words}-token answer through the Stream function as OpenAI SSE (`/v1/chat/completions`, the "
+        "provider's bytes relayed) and as the AI SDK's UI message stream (`/v1/chat`, each chunk parsed and "
+        f"re-encoded by `UiStreamEncoder`), {reps} interleaved rounds of one warm-up and one measured stream each, "
+        "paced one event per read. CPU as in the per-chunk section (inside the function, first body chunk to end).",
+    )
+    section.rows.append(
+        Row(
+            "ui per chunk",
+            "CPU per 1,000 chunks, UI message stream",
+            f"{ms(data['ui'])} /v1/chat",
+            f"{ms(data['openai'])} /v1/chat/completions",
+            f"{data['ui'] / data['openai']:.2f}x",
+            key="ui_per_chunk",
+            data=data,
+        )
+    )
+    return section

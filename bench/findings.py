@@ -91,6 +91,19 @@ def _chunks(rows: dict[str, Row]) -> str | None:
     return text
 
 
+def _ui_chunks(rows: dict[str, Row]) -> str | None:
+    row = rows.get("ui_per_chunk")
+    if not row:
+        return None
+    d = row.data
+    extra = (d["ui"] - d["openai"]) * 1000
+    return (
+        f"**UI message stream.** Re-encoding each chunk for the AI SDK (`/v1/chat`) costs {_ms(d['ui'])} of CPU per "
+        f"1,000 chunks against {_ms(d['openai'])} for the relayed OpenAI stream ({d['ui'] / d['openai']:.2f}x, "
+        f"{extra:+.1f} µs per chunk)."
+    )
+
+
 def _lmi(rows: dict[str, Row]) -> str | None:
     done, ttfb = rows.get("lmi_complete"), rows.get("lmi_ttfb")
     if not done or not ttfb:
@@ -135,7 +148,7 @@ def findings(sections: list[Section]) -> str:
     if missed:
         summary += " Missed: " + "; ".join(f"{r.metric} ({r.value}, target {r.target})" for r in missed) + "."
     paragraphs = [summary]
-    for part in (_cold, _warm, _chunks, _lmi, _layer):
+    for part in (_cold, _warm, _chunks, _ui_chunks, _lmi, _layer):
         text = part(rows)
         if text:
             paragraphs.append(text)

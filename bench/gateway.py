@@ -35,8 +35,12 @@ class Signer:
         self.keys = parse_signing_keys(stack.secret_values()["signing-keys"])
         self.stream_url = stack.endpoints()["stream_url"]
 
-    def url(self, stateless: bool = False, conversation_id: str | None = None) -> dict[str, Any]:
-        spec = SignSpec(subject="bench-" + secrets.token_hex(6), stateless=stateless, conversation_id=conversation_id)
+    def url(
+        self, stateless: bool = False, conversation_id: str | None = None, path: str = "/v1/chat/completions"
+    ) -> dict[str, Any]:
+        spec = SignSpec(
+            subject="bench-" + secrets.token_hex(6), path=path, stateless=stateless, conversation_id=conversation_id
+        )
         return issue_url(
             spec,
             self.keys,
@@ -52,6 +56,18 @@ def chat_event(answer: dict[str, Any], stream: bool = True, text: str = "hello")
     body = json.dumps(
         {"model": "local-echo-1", "stream": stream, "messages": [{"role": "user", "content": text}]}
     ).encode()
+    path, _, query = answer["url"].split("/", 3)[3].partition("?")
+    request = HttpRequest("POST", "/" + path, query, [("content-type", "application/json")], body, "127.0.0.1")
+    event = build_event(
+        request, url_id="bench", region="us-east-1", request_id=secrets.token_hex(8), now=time.time(), iam=None
+    )
+    return json.dumps(event).encode()
+
+
+def ui_chat_event(answer: dict[str, Any], text: str = "hello") -> bytes:
+    """A Function URL event for POST /v1/chat (the AI SDK's DefaultChatTransport body) with a signed query."""
+    message = {"id": "u1", "role": "user", "parts": [{"type": "text", "text": text}]}
+    body = json.dumps({"id": "chat-bench", "messages": [message], "trigger": "submit-message"}).encode()
     path, _, query = answer["url"].split("/", 3)[3].partition("?")
     request = HttpRequest("POST", "/" + path, query, [("content-type", "application/json")], body, "127.0.0.1")
     event = build_event(

@@ -77,6 +77,12 @@ class DevStack:
         request = urllib.request.Request(self.control_url, body, {"content-type": "application/json"})
         urllib.request.urlopen(request, timeout=10).read()
 
+    def requests(self) -> list[dict[str, Any]]:
+        """The chat requests the embedded upstream received since its last reset."""
+        with urllib.request.urlopen(self.control_url + "/requests", timeout=10) as response:
+            found: list[dict[str, Any]] = json.loads(response.read())
+        return found
+
 
 @pytest.fixture(scope="session")
 def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevStack]:

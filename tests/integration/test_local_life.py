@@ -93,7 +93,13 @@ def _assert_clean_stop(dev: Dev, elapsed: float) -> None:
 @pytest.mark.parametrize("delay", [0.3, 1.2])
 def test_ctrl_c_during_start_up_stops_at_once_without_tracebacks(tmp_path: Path, delay: float) -> None:
     dev = Dev(tmp_path)
-    time.sleep(delay)  # moto still starting, or resources being created
+    # From the lock, taken once the modules are loaded (they take 0.25-0.4 s on a loaded machine; Ctrl-C before
+    # that is the next test's case): then moto is still starting, or resources are being created.
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "dev.lock").exists():
+        assert dev.proc.poll() is None and time.monotonic() < deadline, dev.text()[-3000:]
+        time.sleep(0.01)
+    time.sleep(delay)
     elapsed = dev.ctrl_c()
     _assert_clean_stop(dev, elapsed)
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import pytest
 
+from stream_app.chat.resume import ReplyProgress
+from stream_app.chat.turn_output import CUT_OFF, ProgressOutput
 from stream_app.chat.ui_messages import parse_ui_chat_body
 from stream_app.chat.ui_stream import UiStreamEncoder
 from tests.usechat import choice0, encode_text, encode_ui, recorded_chunks, recorded_index, sdk_check, ui_events
@@ -40,6 +42,16 @@ def _synthetic() -> dict[str, bytes]:
         enc.feed(_delta(tool_calls=[{"index": 0, "id": "c2", "function": {"name": "lookup", "arguments": '{"q":1}'}}]))
         + enc.finish()
     )
+    # GET /v1/chat/{id}/stream: a stored reply followed to its end (chat/turn_output.ProgressOutput).
+    calls = ({"id": "call_r", "type": "function", "function": {"name": "getLocation", "arguments": "{}"}},)
+    out = ProgressOutput("m-follow", metadata={"conversationId": "c"})
+    cases["followed-tool-call"] = out.encode(ReplyProgress("Let me look. ", 12)) + out.encode(
+        ReplyProgress("", 12, "complete", "tool_calls", calls)
+    )
+    out = ProgressOutput("m-follow-stop")
+    cases["followed-stopped"] = out.encode(ReplyProgress("so far", 6)) + out.encode(ReplyProgress("", 6, "stopped"))
+    out = ProgressOutput("m-follow-cut")
+    cases["followed-cut"] = out.encode(ReplyProgress("half", 4)) + out.encode(ReplyProgress("", 4, "incomplete"))
     return cases
 
 
@@ -129,6 +141,11 @@ def test_synthetic_streams_validate_and_read_back(judged: dict[str, dict[str, An
     )  # v6: rawInput
     [dynamic] = [p for p in judged["dynamic-tool"][major]["message"]["parts"] if p["type"] == "dynamic-tool"]
     assert dynamic["toolName"] == "lookup" and dynamic["input"] == {"q": 1}
+    followed = judged["followed-tool-call"][major]["message"]
+    [call] = [p for p in followed["parts"] if p["type"] == "tool-getLocation"]
+    assert call["state"] == "input-available" and call["toolCallId"] == "call_r" and followed["id"] == "m-follow"
+    assert judged["followed-stopped"][major]["message"]["metadata"]["status"] == "stopped"
+    assert judged["followed-cut"][major]["errors"] == [f"Error: {CUT_OFF}"]
 
 
 @pytest.mark.parametrize("major", MAJORS)

@@ -43,6 +43,7 @@ def test_the_handler_imports_without_the_openai_sdk_or_its_http_stack() -> None:
     assert not {"openai", "httpx", "httpx2", "httpcore", "urllib3", "pydantic", "boto3", "botocore.session"} & modules
     # (Powertools' user-agent hook imports the bare `botocore` package, 0.4 ms; no client, no service model.)
     assert loaded["threads"] == ["MainThread"]  # nothing running when the runtime forks its workers
+    assert "stream_app.ui_chat" not in modules  # the AI SDK's routes load on their first request (~5 ms)
 
 
 def test_importtime_shows_no_sdk_on_the_cold_path() -> None:

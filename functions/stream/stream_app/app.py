@@ -73,6 +73,10 @@ class StreamApp:
             observability.note(code="internal_error")
             result = error_result(SigstreamError())
         observability.note(status=result.status)
+        # Exposed to scripts by the URL's CORS: what a browser can quote when reporting a failure (as in our logs).
+        request_id = _request_id(event)
+        if request_id:
+            result.headers.setdefault("x-request-id", request_id)
         return result
 
     def _log_refusal(self, error: SigstreamError, cause: BaseException | None = None) -> None:
@@ -123,6 +127,10 @@ class StreamApp:
         logger.append_keys(subject=grant.subject, conversation_id=grant.conversation_id)
         if route.name == "chat":
             return chat_turn(request, grant, self.chat, deadline)  # consumes the nonce alongside its other checks
+        if route.name == "ui_chat":
+            from stream_app.ui_chat import ui_chat_turn  # ~5 ms of imports only the AI SDK's routes need
+
+            return ui_chat_turn(request, grant, self.chat, deadline)  # the same turn, answered for the AI SDK
         if grant.nonce:  # single use means single use, on every route
             self.store.consume_nonce(grant.nonce, grant.expires + 60)
         conversation_id = route.conversation_id or ""
@@ -132,6 +140,10 @@ class StreamApp:
             return conversations.list_messages(request, grant, self.store, conversation_id, self.clock())
         if route.name == "stop_turn":
             return conversations.stop_turn(request, grant, self.store, conversation_id, self.clock)
+        if route.name == "ui_resume_stream":
+            from stream_app.ui_chat import ui_resume_stream
+
+            return ui_resume_stream(request, grant, self.store, conversation_id, self.clock, deadline)
         if route.name == "resume_stream":
             return conversations.resume_stream(request, grant, self.store, conversation_id, self.clock, deadline)
         return conversations.delete_conversation(grant, self.store, conversation_id)
@@ -150,6 +162,13 @@ class StreamApp:
             connect_timeout=self.settings.upstream_connect_timeout_seconds,
             upstream=self.upstream,
         )
+
+
+def _request_id(event: Any) -> str:
+    """The Function URL's request id (also for events too malformed to parse), bounded and printable."""
+    context = event.get("requestContext") if isinstance(event, dict) else None
+    value = context.get("requestId") if isinstance(context, dict) else None
+    return value if isinstance(value, str) and len(value) <= 128 and value.isprintable() else ""
 
 
 def build_app(env: Mapping[str, str], clock: Callable[[], float]) -> StreamApp:

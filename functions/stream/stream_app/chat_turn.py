@@ -180,7 +180,9 @@ class _Plan:
         return [m for m in self.history.messages if m.id in ids] if self.history else []
 
 
-def _plan(deps: ChatDeps, chat: ChatRequest, history: History | None) -> _Plan:
+def _plan(
+    deps: ChatDeps, chat: ChatRequest, history: History | None, check: Callable[[Merge], None] | None = None
+) -> _Plan:
     s = deps.settings
     if history is None:  # stateless: forwarded as sent
         return _Plan(chat, list(chat.messages))
@@ -190,6 +192,8 @@ def _plan(deps: ChatDeps, chat: ChatRequest, history: History | None) -> _Plan:
         [Entry(m.id, m.message, m.live(now)) for m in active], chat.messages, complete=history.complete
     )
     note(merge=merge.kind)
+    if check is not None:  # a wire format whose requests say what they mean (useChat's trigger)
+        check(merge)
     chat = check_new_messages(chat, merge.new, deps.policy)
     kept = active[: merge.base]
     # Another turn's reply still being written is not context for this one (it is half a message).
@@ -208,13 +212,17 @@ def chat_turn(
     deadline: float | None = None,
     encoder: EncoderFactory | None = None,
     chat: ChatRequest | None = None,
+    check_merge: Callable[[Merge], None] | None = None,
 ) -> HttpResult:
-    """POST /v1/chat/completions (and, with another `encoder` and a parsed `chat`, any chat wire format)."""
+    """POST /v1/chat/completions (and, with another `encoder` and a parsed `chat`, any chat wire format).
+
+    `check_merge` may refuse (raise) what the history merge decided, for a format that says what it means.
+    """
     if chat is None:
         chat = parse_chat_request(request.body, request.headers.get("content-type", ""), grant, deps.policy)
     key, history, reservation = _gather(deps, grant, chat)
     try:
-        plan = _plan(deps, chat, history)
+        plan = _plan(deps, chat, history, check_merge)
         chat = plan.chat
         input_tokens = chat.extra_tokens + sum(m.estimated_tokens() for m in plan.messages)
         if reservation is None:  # an upper bound, not the estimate: a client chooses text that beats any estimate
@@ -487,7 +495,12 @@ class _Turn:
                     out = events(data)
                     if out:
                         yield out
-            pending += [raw for raw in self.parser.flush() if self._accept(raw)]
+            flushed = self.parser.flush()  # a last event without its blank line
+            if self.encoder is not None:
+                encode = self.encoder.event
+                pending += [encode(raw, self._chunk, self.reply.chars) for raw in flushed if self._accept(raw)]
+            else:
+                pending += [raw for raw in flushed if self._accept(raw)]
         except Exception as exc:
             if self.stopped:
                 return "stopped"

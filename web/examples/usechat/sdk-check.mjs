@@ -3,6 +3,8 @@
 //   node sdk-check.mjs streams  < {"cases": [{"name", "body", "format": "ui" | "text"}]}
 //   node sdk-check.mjs convert  < {"cases": [{"name", "messages": UIMessage[]}]}
 //   node sdk-check.mjs request  < {"messages": UIMessage[], "body": {...}}
+//   node sdk-check.mjs live     < {"cases": [{"name", "api", "format", "chatId", "messages", "trigger", "messageId",
+//                                  "body", "reconnect"}]}
 //
 // streams: every SSE event is parsed and validated by the SDK's parseJsonEventStream + uiMessageChunkSchema (both
 // majors), the stream goes through DefaultChatTransport (or TextStreamChatTransport) with a fetch that returns it, and
@@ -133,8 +135,73 @@ async function request({ messages, body }) {
   return { calls, reconnect204IsNull: resumed === null };
 }
 
+// live: real requests to a running gateway through the SDK's own transports (ai 7: DefaultChatTransport or
+// TextStreamChatTransport, with async prepare* hooks returning the signed URL as useChat apps do); the body the
+// gateway sent is then judged chunk by chunk by both majors' schema, and readUIMessageStream builds the message.
+async function live({ cases }) {
+  const out = [];
+  for (const c of cases) {
+    const result = { name: c.name };
+    let captured = null;
+    const fetchAndKeep = async (url, init) => {
+      const response = await globalThis.fetch(url, init);
+      const text = response.status === 204 ? null : await response.text();
+      captured = { status: response.status, headers: Object.fromEntries(response.headers), body: text };
+      return new Response(text, { status: response.status, headers: response.headers });
+    };
+    const Transport = c.format === "text" ? ai7.TextStreamChatTransport : ai7.DefaultChatTransport;
+    const transport = new Transport({
+      api: "https://unused.example/api/chat",
+      fetch: fetchAndKeep,
+      body: c.body ?? {},
+      headers: c.format === "text" ? { accept: "text/plain" } : {},
+      prepareSendMessagesRequest: async ({ id, messages, trigger, messageId, body, headers }) => ({
+        api: c.api,
+        headers,
+        body: { ...body, id, messages, trigger, messageId },
+      }),
+      prepareReconnectToStreamRequest: async ({ headers }) => ({ api: c.api, headers }),
+    });
+    try {
+      const stream = c.reconnect
+        ? await transport.reconnectToStream({ chatId: c.chatId })
+        : await transport.sendMessages({
+            chatId: c.chatId,
+            messages: c.messages,
+            trigger: c.trigger ?? "submit-message",
+            messageId: c.messageId,
+            abortSignal: undefined,
+          });
+      if (stream === null) {
+        result.transport = { none: true };
+      } else {
+        const types = [];
+        for await (const chunk of stream) types.push(chunk.type);
+        result.transport = { types };
+      }
+    } catch (error) {
+      result.transport = { thrown: String(error?.message ?? error), statusCode: error?.statusCode ?? null };
+    }
+    result.response = captured;
+    if (captured?.body && captured.status === 200) {
+      for (const [label, sdk] of [["v7", ai7], ["v6", ai6]]) {
+        if (c.format === "text") {
+          result[label] = await throughTransport(sdk, captured.body, "text");
+        } else {
+          const chunks = await validateChunks(sdk, captured.body);
+          const parsed = sdk.parseJsonEventStream({ stream: responseOf(captured.body, "ui").body, schema: sdk.uiMessageChunkSchema });
+          const values = parsed.pipeThrough(new TransformStream({ transform: (r, ctl) => r.success && ctl.enqueue(r.value) }));
+          result[label] = { chunks, ...(await finalMessage(sdk, values)) };
+        }
+      }
+    }
+    out.push(result);
+  }
+  return out;
+}
+
 const command = process.argv[2];
-const handlers = { streams, convert, request };
+const handlers = { streams, convert, request, live };
 if (!handlers[command]) {
   console.error(`usage: node sdk-check.mjs ${Object.keys(handlers).join("|")} < input.json`);
   process.exit(2);

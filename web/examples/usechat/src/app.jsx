@@ -1,14 +1,24 @@
 // useChat from @ai-sdk/react against a Sigstream Function URL: the UI message stream, resume on load, Stop through the
 // stop route, regenerate, a client-side tool, and errors. Configured by window.SIGSTREAM_USECHAT (see README.md).
-import { useChat } from "@ai-sdk/react";
+import { Chat, useChat } from "@ai-sdk/react";
 import { DefaultChatTransport, TextStreamChatTransport, lastAssistantMessageIsCompleteWithToolCalls } from "ai";
 import { StrictMode, useMemo, useState } from "react";
 import { createRoot } from "react-dom/client";
 import { signedUrlSource } from "./signed-urls.js";
+import { shownCharacters, toUiMessages } from "./stored-messages.js";
 
 const config = window.SIGSTREAM_USECHAT ?? {};
 const signedUrl = signedUrlSource(config.backend ?? "/backend/signed-url");
 const textMode = new URLSearchParams(location.search).get("transport") === "text";
+
+// The stored history, so a reload shows the conversation (and a reply in progress, which `resume` then follows).
+async function storedHistory() {
+  const response = await fetch(`${await signedUrl("messages", config.chatId)}&limit=100`);
+  if (response.status === 404) return []; // a new conversation: nothing stored yet
+  if (!response.ok) throw new Error(`could not load the history (${response.status})`);
+  return toUiMessages((await response.json()).data);
+}
+const history = config.messages ?? (await storedHistory());
 
 // Tools the model may call; they run here in the browser (onToolCall), and their definitions go to the provider.
 const TOOLS = [
@@ -52,29 +62,41 @@ function Part({ part }) {
   return null;
 }
 
-function Chat() {
-  const transport = useMemo(makeTransport, []);
+function ChatView() {
   const [input, setInput] = useState("");
-  const { messages, sendMessage, status, error, stop, regenerate, addToolResult, clearError } = useChat({
-    id: config.chatId,
-    messages: config.messages ?? [],
-    transport,
+  const chat = useMemo(() => {
+    const instance = new Chat({
+      id: config.chatId, // the conversation id the signed URLs are issued for (another id is refused with a 400)
+      messages: history,
+      transport: makeTransport(),
+      sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithToolCalls,
+      onToolCall({ toolCall }) {
+        if (toolCall.dynamic) return;
+        if (toolCall.toolName === "getLocation") {
+          // Not awaited: addToolResult inside onToolCall must not wait for the chat it is part of.
+          instance.addToolResult({ tool: "getLocation", toolCallId: toolCall.toolCallId, output: { city: "Paris" } });
+        }
+      },
+    });
+    return instance;
+  }, []);
+  const { messages, sendMessage, status, error, stop, regenerate, clearError } = useChat({
+    chat,
     resume: config.resume !== false, // reload mid-answer: GET {api}/{id}/stream replays the reply in progress
-    sendAutomaticallyWhen: lastAssistantMessageIsCompleteWithToolCalls,
-    async onToolCall({ toolCall }) {
-      if (toolCall.dynamic) return;
-      if (toolCall.toolName === "getLocation") {
-        // Not awaited: addToolResult inside onToolCall must not wait for the chat it is part of.
-        addToolResult({ tool: "getLocation", toolCallId: toolCall.toolCallId, output: { city: "Paris" } });
-      }
-    },
   });
 
   async function stopBoth() {
     // stop() only aborts this fetch; AWS keeps the function (and the provider) running unless asked to stop.
-    stop();
+    // Last-Event-ID: how much of the reply this page shows, so the stored reply is exactly that.
+    const shown = shownCharacters(chat.messages.at(-1));
+    await stop();
     const url = await signedUrl("stop", config.chatId);
-    await fetch(url, { method: "POST" }).catch(() => {});
+    const answer = await fetch(url, { method: "POST", headers: { "last-event-id": String(shown) } })
+      .then((response) => (response.ok ? response.json() : null))
+      .catch(() => null);
+    // The reply had already ended (`stopped: false`: stored whole): show what is stored, which the next request
+    // resends; a page showing less would no longer match the history.
+    if (answer && !answer.stopped) chat.messages = await storedHistory();
   }
 
   return (
@@ -112,6 +134,6 @@ function Chat() {
 
 createRoot(document.getElementById("root")).render(
   <StrictMode>
-    <Chat />
+    <ChatView />
   </StrictMode>,
 );

@@ -61,3 +61,37 @@ window.runProbes = async (api) => {
   }
   return results;
 };
+
+// openai-node's helpers against a real gateway from this (other) origin: a signed base_url + query as the Sign
+// function returns them. Each result is the helper's final answer, or why it failed (a CORS refusal shows here).
+window.runHelpers = async ({ baseURL, query }) => {
+  const apiKey = "unused-the-url-is-signed"; // pragma: allowlist secret (the signed URL is the credential)
+  const client = new OpenAI({ apiKey, baseURL, defaultQuery: query, dangerouslyAllowBrowser: true, maxRetries: 0 });
+  const ask = (content) => ({ model: "local-echo-1", messages: [{ role: "user", content }] });
+  const lookup = {
+    type: "function",
+    function: {
+      name: "getLocation",
+      function: () => ({ city: "Paris" }),
+      parse: JSON.parse,
+      parameters: { type: "object", properties: {} },
+    },
+  };
+  const helpers = {
+    stream: async () => (await client.chat.completions.stream(ask("via stream()")).finalChatCompletion()).choices[0].message.content,
+    parse: async () => (await client.chat.completions.parse(ask("via parse()"))).choices[0].message.content,
+    runTools: async () => {
+      const runner = client.chat.completions.runTools({ ...ask("via runTools()"), tools: [lookup], stream: true });
+      return { content: await runner.finalContent(), messages: runner.messages.map((m) => m.role) };
+    },
+  };
+  const results = {};
+  for (const [name, helper] of Object.entries(helpers)) {
+    try {
+      results[name] = { ok: await helper() };
+    } catch (error) {
+      results[name] = { failed: String(error?.message ?? error) };
+    }
+  }
+  return results;
+};

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from sigstream.core.errors import BadRequestError
-from sigstream.core.routes import match_route
+from sigstream.core.routes import TURN_ROUTES, match_route
 from sigstream.core.settings import SigningKeys
 from sigstream.core.signed_url import CONVERSATION_PATTERN, Grant, sign_query
 
@@ -59,12 +59,12 @@ def issue_url(
         if conversation_id not in (None, route.conversation_id):
             raise BadRequestError("conversation_id does not match the path", param="conversation_id")
         conversation_id = route.conversation_id
-    elif route.name == "chat" and spec.stateless:
+    elif route.name in TURN_ROUTES and spec.stateless:
         if conversation_id:
             raise BadRequestError("a stateless URL cannot name a conversation", param="conversation_id")
-    elif route.name == "chat" and conversation_id is None:
+    elif route.name in TURN_ROUTES and conversation_id is None:
         conversation_id = new_id("conv_")
-    elif route.name != "chat" and conversation_id:
+    elif route.name not in TURN_ROUTES and conversation_id:
         raise BadRequestError("this path takes no conversation_id", param="conversation_id")
     if conversation_id is not None and not CONVERSATION_PATTERN.fullmatch(conversation_id):
         raise BadRequestError("conversation_id is malformed", param="conversation_id")
