@@ -12,7 +12,6 @@ from stream_app.chat.resume import (
     ReplyProgress,
     TextFollower,
     parse_last_event_id,
-    ui_message_resume,
 )
 
 
@@ -65,24 +64,3 @@ def test_a_reply_that_ended_incomplete_resumes_into_an_error_event_then_done() -
     encoder = OpenAiResumeEncoder("msg_abc", "m", 0)
     events = _events(encoder.encode(ReplyProgress("partial", 7, "incomplete")))
     assert events[-2][1]["error"]["code"] == "upstream_error" and events[-1][1] == "[DONE]"  # type: ignore[index]
-
-
-def _ui_chunks(body: bytes) -> list[object]:
-    return [e[1] for e in _events(body)]
-
-
-@pytest.mark.parametrize(("status", "finish"), [("complete", "stop"), ("stopped", "other"), ("incomplete", "error")])
-def test_steps_become_a_ui_message_stream_replayed_from_the_start(status: str, finish: str) -> None:
-    steps = [
-        ReplyProgress("Hello", 5),
-        ReplyProgress(keepalive=True, position=5),
-        ReplyProgress(", world", 12, status, "stop" if status == "complete" else None),
-    ]
-    body = b"".join(ui_message_resume("msg_abc", steps))
-    assert b": keep-alive\n\n" in body
-    chunks = _ui_chunks(body.replace(b": keep-alive\n\n", b""))
-    assert chunks[0] == {"type": "start", "messageId": "msg_abc"} and chunks[-1] == "[DONE]"
-    text = "".join(c["delta"] for c in chunks if isinstance(c, dict) and c.get("type") == "text-delta")
-    assert text == "Hello, world"
-    end = next(c for c in chunks if isinstance(c, dict) and c.get("type") == "finish")
-    assert end["finishReason"] == finish

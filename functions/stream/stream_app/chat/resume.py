@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,30 +103,3 @@ class OpenAiResumeEncoder:
 
     def _make(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
         return _chunk(self.completion_id, self.created, self.model, delta, finish)
-
-
-def ui_message_resume(message_id: str, steps: Iterable[ReplyProgress]) -> Iterator[bytes]:
-    """Followed steps as the AI SDK's UI message stream (for GET /v1/chat/{id}/stream, issue 14).
-
-    DefaultChatTransport treats a reconnect stream as a replay of the whole message, so follow the reply from
-    character 0: the first step carries the checkpointed text (`UiStreamEncoder.resume`), later ones the rest.
-    """
-    from stream_app.chat.ui_stream import UiStreamEncoder, finish_reason  # only this route needs it
-
-    encoder: UiStreamEncoder | None = None
-    for step in steps:
-        if step.keepalive:
-            yield KEEPALIVE
-            continue
-        if encoder is None:
-            encoder, out = UiStreamEncoder.resume(message_id, step.delta)
-        else:
-            out = encoder.text_delta(step.delta)
-        if step.status == "complete":
-            out += encoder.finish(reason=finish_reason(step.finish_reason))
-        elif step.status == "stopped":
-            out += encoder.stop()
-        elif step.status is not None:
-            out += encoder.fail("the reply was cut off before it ended")
-        if out:
-            yield out
