@@ -532,3 +532,53 @@ def test_file_parts_reach_the_provider_as_content_parts_the_deployment_allows(
     assert refused["transport"]["statusCode"] == 400
     error = json.loads(refused["transport"]["thrown"])["error"]
     assert "file" in error["message"] and error["param"].startswith("messages[2].content[1]")
+
+
+WEATHER = [
+    {
+        "type": "function",
+        "function": {"name": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+    }
+]
+
+
+@pytest.mark.parametrize(
+    ("control", "stop"),
+    [
+        ({"cut_after": 4}, False),  # the provider breaks off after finish_reason tool_calls, before its usage chunk
+        ({"stall_after": 2, "stall_seconds": 8}, True),  # stopped halfway through the arguments
+        ({"stall_after": 4, "stall_seconds": 8}, True),  # stopped after finish_reason, before the stream's end
+    ],
+    ids=["cut-after-finish-reason", "stopped-mid-arguments", "stopped-after-finish-reason"],
+)
+def test_a_tool_call_in_a_reply_that_did_not_end_is_not_shown_callable_and_the_chat_goes_on(
+    app_stack: LocalStack, chat: Chat, control: dict[str, Any], stop: bool
+) -> None:
+    # The stored reply of a cut or stopped turn keeps its text only (no tool calls): a tool part the SDK shows as
+    # input-available would run onToolCall and resend a result the store has no call for (409 forever), and an
+    # output-error part (stop() mid-arguments) is resent as a call with a result, just as unknown.
+    upstream_control(app_stack, tool_call={"name": "weather", "arguments": '{"city": "Paris"}'}, **control)
+    chat.messages = [user("weather?", "u1")]
+    results: dict[str, Any] = {}
+    if stop:  # the provider stalls: the stop lands at that point of the reply
+        stopper = _later(0.5, lambda: results.update(stop=http("POST", chat.url("stop"), b"")), chat, min_chars=0)
+    [result] = run([chat.case("tool-call-cut", body={"tools": WEATHER})])
+    if stop:
+        stopper.join(30)
+        assert json.loads(results["stop"][2])["stopped"] is True, results["stop"]
+    reply = assert_valid(result) if stop else result["v7"]["message"]
+    assert all(c["ok"] for major in MAJORS for c in result[major]["chunks"]), result
+    tool_parts = [p for p in reply["parts"] if p["type"] == "tool-weather"]
+    assert tool_parts and all(p["state"] == "input-streaming" for p in tool_parts), tool_parts
+    [_, stored_reply] = chat.stored()
+    assert stored_reply["status"] == ("stopped" if stop else "incomplete") and not stored_reply.get("tool_calls")
+    upstream_control(app_stack)
+    chat.messages = [chat.messages[0], reply, user("and now?", "u2")]  # the SDK's own message resent
+    again = assert_valid(run([chat.case("after-cut", body={"tools": WEATHER})])[0])
+    assert text_of(again) == "Echo (3 messages): and now?"
+    assert [(m["role"], m["content"]) for m in chat.stored()] == [
+        ("user", "weather?"),
+        ("assistant", ""),
+        ("user", "and now?"),
+        ("assistant", "Echo (3 messages): and now?"),
+    ]
