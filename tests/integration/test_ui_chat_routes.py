@@ -531,7 +531,7 @@ def test_file_parts_reach_the_provider_as_content_parts_the_deployment_allows(
     [refused] = run([chat.case("pdf")])  # files are opt-in (ContentParts): a 400 naming the part, not a provider error
     assert refused["transport"]["statusCode"] == 400
     error = json.loads(refused["transport"]["thrown"])["error"]
-    assert "file" in error["message"] and error["param"].startswith("messages[2].content[1]")
+    assert "file" in error["message"] and error["param"] == "messages[2].parts"  # the page's message, its parts
 
 
 WEATHER = [
@@ -582,3 +582,31 @@ def test_a_tool_call_in_a_reply_that_did_not_end_is_not_shown_callable_and_the_c
         ("user", "and now?"),
         ("assistant", "Echo (3 messages): and now?"),
     ]
+
+
+def test_a_refused_request_names_the_ui_message_not_the_providers_message_index(
+    app_stack: LocalStack, chat: Chat, tmp_path: Path
+) -> None:
+    # One UI message with a client-side tool step is three chat-completions messages (assistant, tool, assistant):
+    # an error about the provider's messages[3] must name the page's messages[1], the message its code can find.
+    upstream_control(app_stack, replay=str(_tool_call_sse(tmp_path / "tool.sse")))
+    chat.messages = [user("where am I?", "u1")]
+    first = assert_valid(run([chat.case("tool-call", body={"tools": TOOLS})])[0])
+    [part] = [p for p in first["parts"] if p["type"] == "tool-getLocation"]
+    part.update(state="output-available", output={"city": "Paris"})
+    upstream_control(app_stack)
+    chat.messages = [chat.messages[0], first]
+    answered = assert_valid(run([chat.case("tool-result", body={"tools": TOOLS}, messageId=first["id"])])[0])
+    shown = {**first, "parts": first["parts"] + answered["parts"]}  # useChat appends the answer to the message
+    edited = json.loads(json.dumps(shown))
+    edited["parts"][-1]["text"] += " (edited)"
+    chat.messages = [chat.messages[0], edited, user("thanks", "u2")]
+    [refused] = run([chat.case("edited-history", body={"tools": TOOLS})])
+    assert refused["transport"]["statusCode"] == 409, refused
+    error = json.loads(refused["transport"]["thrown"])["error"]
+    assert error["code"] == "history_conflict"
+    assert error["param"] == "messages[1].parts", error
+    assert error["message"].startswith("messages[1] "), error
+    chat.messages = [chat.messages[0], shown, {**user("x", "u2"), "parts": [{"type": "text", "text": 5}]}]
+    [bad] = run([chat.case("bad-part", body={"tools": TOOLS})])  # the UI parser's own names stay as they were
+    assert json.loads(bad["transport"]["thrown"])["error"]["param"] == "messages[2].parts[0].text"
