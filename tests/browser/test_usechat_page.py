@@ -199,6 +199,30 @@ def test_a_stop_that_arrives_after_the_reply_ended_shows_the_stored_reply(
     assert view(settled(site, chat.chat_id)) == shown(chat)
 
 
+def test_a_stop_request_that_fails_follows_the_reply_to_its_end_and_the_chat_goes_on(
+    chat: Any, site: UseChatSite, dev_stack: DevStack
+) -> None:
+    """stop() aborted the fetch but the stop route could not be reached: the turn runs on and is stored whole, so a
+    page left showing the part it had would be refused (409) on every later message."""
+    dev_stack.upstream(reply=words(20), delay_ms=80)
+    open_chat(chat, site)
+    chat.route("**/v1/conversations/*/stop?*", lambda route: route.abort("connectionreset"))
+    send(chat, "stop fails")
+    wait_text(chat, "w3 ")
+    chat.click('[data-testid="stop"]')
+    wait_text(chat, f"w{20 - 1}")  # the page followed the reply (resumeStream) instead of keeping the part it had
+    wait_ready(chat)
+    stored = settled(site, chat.chat_id)
+    assert stored[-1]["status"] == "complete"
+    assert view(stored) == shown(chat) == [("user", "stop fails"), ("assistant", words(20))]
+    dev_stack.upstream()
+    send(chat, "and on")
+    wait_text(chat, "and on")
+    wait_ready(chat)
+    assert chat.query_selector('[data-testid="error"]') is None
+    assert view(settled(site, chat.chat_id)) == shown(chat)
+
+
 def test_regenerate_replaces_the_last_answer_without_a_second_user_turn(
     chat: Any, site: UseChatSite, dev_stack: DevStack
 ) -> None:

@@ -531,4 +531,82 @@ def test_file_parts_reach_the_provider_as_content_parts_the_deployment_allows(
     [refused] = run([chat.case("pdf")])  # files are opt-in (ContentParts): a 400 naming the part, not a provider error
     assert refused["transport"]["statusCode"] == 400
     error = json.loads(refused["transport"]["thrown"])["error"]
-    assert "file" in error["message"] and error["param"].startswith("messages[2].content[1]")
+    assert "file" in error["message"] and error["param"] == "messages[2].parts"  # the page's message, its parts
+
+
+WEATHER = [
+    {
+        "type": "function",
+        "function": {"name": "weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}},
+    }
+]
+
+
+@pytest.mark.parametrize(
+    ("control", "stop"),
+    [
+        ({"cut_after": 4}, False),  # the provider breaks off after finish_reason tool_calls, before its usage chunk
+        ({"stall_after": 2, "stall_seconds": 8}, True),  # stopped halfway through the arguments
+        ({"stall_after": 4, "stall_seconds": 8}, True),  # stopped after finish_reason, before the stream's end
+    ],
+    ids=["cut-after-finish-reason", "stopped-mid-arguments", "stopped-after-finish-reason"],
+)
+def test_a_tool_call_in_a_reply_that_did_not_end_is_not_shown_callable_and_the_chat_goes_on(
+    app_stack: LocalStack, chat: Chat, control: dict[str, Any], stop: bool
+) -> None:
+    # The stored reply of a cut or stopped turn keeps its text only (no tool calls): a tool part the SDK shows as
+    # input-available would run onToolCall and resend a result the store has no call for (409 forever), and an
+    # output-error part (stop() mid-arguments) is resent as a call with a result, just as unknown.
+    upstream_control(app_stack, tool_call={"name": "weather", "arguments": '{"city": "Paris"}'}, **control)
+    chat.messages = [user("weather?", "u1")]
+    results: dict[str, Any] = {}
+    if stop:  # the provider stalls: the stop lands at that point of the reply
+        stopper = _later(0.5, lambda: results.update(stop=http("POST", chat.url("stop"), b"")), chat, min_chars=0)
+    [result] = run([chat.case("tool-call-cut", body={"tools": WEATHER})])
+    if stop:
+        stopper.join(30)
+        assert json.loads(results["stop"][2])["stopped"] is True, results["stop"]
+    reply = assert_valid(result) if stop else result["v7"]["message"]
+    assert all(c["ok"] for major in MAJORS for c in result[major]["chunks"]), result
+    tool_parts = [p for p in reply["parts"] if p["type"] == "tool-weather"]
+    assert tool_parts and all(p["state"] == "input-streaming" for p in tool_parts), tool_parts
+    [_, stored_reply] = chat.stored()
+    assert stored_reply["status"] == ("stopped" if stop else "incomplete") and not stored_reply.get("tool_calls")
+    upstream_control(app_stack)
+    chat.messages = [chat.messages[0], reply, user("and now?", "u2")]  # the SDK's own message resent
+    again = assert_valid(run([chat.case("after-cut", body={"tools": WEATHER})])[0])
+    assert text_of(again) == "Echo (3 messages): and now?"
+    assert [(m["role"], m["content"]) for m in chat.stored()] == [
+        ("user", "weather?"),
+        ("assistant", ""),
+        ("user", "and now?"),
+        ("assistant", "Echo (3 messages): and now?"),
+    ]
+
+
+def test_a_refused_request_names_the_ui_message_not_the_providers_message_index(
+    app_stack: LocalStack, chat: Chat, tmp_path: Path
+) -> None:
+    # One UI message with a client-side tool step is three chat-completions messages (assistant, tool, assistant):
+    # an error about the provider's messages[3] must name the page's messages[1], the message its code can find.
+    upstream_control(app_stack, replay=str(_tool_call_sse(tmp_path / "tool.sse")))
+    chat.messages = [user("where am I?", "u1")]
+    first = assert_valid(run([chat.case("tool-call", body={"tools": TOOLS})])[0])
+    [part] = [p for p in first["parts"] if p["type"] == "tool-getLocation"]
+    part.update(state="output-available", output={"city": "Paris"})
+    upstream_control(app_stack)
+    chat.messages = [chat.messages[0], first]
+    answered = assert_valid(run([chat.case("tool-result", body={"tools": TOOLS}, messageId=first["id"])])[0])
+    shown = {**first, "parts": first["parts"] + answered["parts"]}  # useChat appends the answer to the message
+    edited = json.loads(json.dumps(shown))
+    edited["parts"][-1]["text"] += " (edited)"
+    chat.messages = [chat.messages[0], edited, user("thanks", "u2")]
+    [refused] = run([chat.case("edited-history", body={"tools": TOOLS})])
+    assert refused["transport"]["statusCode"] == 409, refused
+    error = json.loads(refused["transport"]["thrown"])["error"]
+    assert error["code"] == "history_conflict"
+    assert error["param"] == "messages[1].parts", error
+    assert error["message"].startswith("messages[1] "), error
+    chat.messages = [chat.messages[0], shown, {**user("x", "u2"), "parts": [{"type": "text", "text": 5}]}]
+    [bad] = run([chat.case("bad-part", body={"tools": TOOLS})])  # the UI parser's own names stay as they were
+    assert json.loads(bad["transport"]["thrown"])["error"]["param"] == "messages[2].parts[0].text"

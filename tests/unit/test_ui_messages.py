@@ -9,9 +9,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sigstream.core.errors import BadRequestError
+from sigstream.core.errors import BadRequestError, HistoryConflictError
 from stream_app.chat.ui_messages import (
     UiLimits,
+    name_ui_messages,
     parse_ui_chat_body,
     response_message_id,
     ui_messages_to_openai,
@@ -352,3 +353,15 @@ def test_any_input_is_converted_or_refused_with_a_400(messages: Any) -> None:
             assert message["role"] in {"system", "user", "assistant", "tool"}
             if message["role"] == "tool":
                 assert isinstance(message["content"], str) and isinstance(message["tool_call_id"], str)
+
+
+def test_errors_about_chat_completions_messages_name_the_ui_message_instead() -> None:
+    owners = [0, 1, 1, 1, 2]  # UI message 1 became assistant + tool + assistant
+    error = HistoryConflictError("messages[3] does not match stored message 3", param="messages[3].content")
+    name_ui_messages(error, owners)
+    assert (error.param, error.message) == ("messages[1].parts", "messages[1] does not match stored message 3")
+    assert str(error) == error.message
+    for param in ("messages", "messages[9].role", "model", None):  # nothing to rename, or no such message
+        untouched = BadRequestError("x", param=param)
+        name_ui_messages(untouched, owners)
+        assert untouched.param == param

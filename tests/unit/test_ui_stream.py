@@ -154,13 +154,14 @@ def test_bad_tool_arguments_are_a_tool_input_error_and_missing_ids_are_made_up()
 
 
 def test_dynamic_tools_flag() -> None:
-    out = UiStreamEncoder("m", dynamic_tools=True).feed(
+    encoder = UiStreamEncoder("m", dynamic_tools=True)
+    out = encoder.feed(
         chunk(
             {"tool_calls": [{"index": 0, "id": "c", "function": {"name": "t", "arguments": "{}"}}]}, finish="tool_calls"
         )
     )
     tool_parts = [
-        e for e in ui_events(out + b"data: [DONE]\n\n") if e["type"] in ("tool-input-start", "tool-input-available")
+        e for e in ui_events(out + encoder.finish()) if e["type"] in ("tool-input-start", "tool-input-available")
     ]
     assert len(tool_parts) == 2 and all(e["dynamic"] is True for e in tool_parts)
 
@@ -302,3 +303,18 @@ def test_any_chunk_sequence_gives_a_well_formed_stream(chunks: list[dict[str, An
     events = ui_events(out)
     check_sequence(events)
     assert deltas(events) == encoder.text
+
+
+def test_a_tool_call_is_available_only_once_the_reply_completes() -> None:
+    def call_then(end: str) -> list[str]:
+        encoder = UiStreamEncoder("m")
+        call = {"index": 0, "id": "c", "function": {"name": "t", "arguments": '{"a": 1}'}}
+        out = encoder.feed(chunk({"tool_calls": [call]}, finish="tool_calls"))
+        assert b"tool-input-available" not in out  # the usage chunk and [DONE] may still break off
+        done = {"finish": encoder.finish, "stop": encoder.stop, "fail": lambda: encoder.fail("upstream_error: cut")}
+        return [e["type"] for e in ui_events(out + done[end]())]
+
+    assert "tool-input-available" in call_then("finish")
+    for end in ("stop", "fail"):  # stored without tool calls: nothing the page could run or answer
+        kinds = call_then(end)
+        assert "tool-input-start" in kinds and not {"tool-input-available", "tool-input-error"} & set(kinds)

@@ -12,13 +12,13 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from sigstream.core.errors import BadRequestError, HistoryConflictError, NotFoundError
+from sigstream.core.errors import BadRequestError, HistoryConflictError, NotFoundError, SigstreamError
 from sigstream.core.signed_url import Grant
 from stream_app.adapters.history_store import HistoryStore
 from stream_app.chat.history_merge import Merge
 from stream_app.chat.request import parse_chat_request, parse_json_body
 from stream_app.chat.turn_output import ProgressOutput, TextTurnOutput, TurnOutput, UiTurnOutput
-from stream_app.chat.ui_messages import UiChatBody, parse_ui_chat_body, response_message_id
+from stream_app.chat.ui_messages import UiChatBody, name_ui_messages, parse_ui_chat_body, response_message_id
 from stream_app.chat.ui_stream import UiStreamEncoder, stream_format
 from stream_app.chat_turn import ChatDeps, chat_turn
 from stream_app.conversations import check_id
@@ -57,18 +57,22 @@ def _body(request: Request, grant: Grant) -> UiChatBody:
     return body
 
 
-def _messages(body: UiChatBody, conversation: bool) -> list[dict[str, Any]]:
-    """The chat-completions messages; on a conversation, an assistant message without text stays (empty).
+def _messages(body: UiChatBody, conversation: bool) -> tuple[list[dict[str, Any]], list[int]]:
+    """The chat-completions messages and each one's UI message index; an empty assistant message stays (empty).
 
-    A reply stopped before its first token is stored with empty text; the SDK's conversion drops such a message,
-    and the resent history would then skip a stored message (and be taken for new messages, repeating the user's).
+    On a conversation only: a reply stopped before its first token is stored with empty text; the SDK's conversion
+    drops such a message, and the resent history would then skip a stored message (and be taken for new messages,
+    repeating the user's).
     """
     out: list[dict[str, Any]] = []
-    for turn in body.turns:
-        if conversation and turn.role == "assistant" and not turn.openai:
-            out.append({"role": "assistant", "content": ""})
-        out.extend(turn.openai)
-    return out
+    owners: list[int] = []
+    for index, turn in enumerate(body.turns):
+        messages = list(turn.openai)
+        if conversation and turn.role == "assistant" and not messages:
+            messages = [{"role": "assistant", "content": ""}]
+        out.extend(messages)
+        owners.extend([index] * len(messages))
+    return out, owners
 
 
 def _check_merge(body: UiChatBody, merge: Merge) -> None:
@@ -98,13 +102,20 @@ def ui_chat_turn(request: Request, grant: Grant, deps: ChatDeps, deadline: float
     """POST /v1/chat: a useChat request, answered as a UI message stream (or text with `Accept: text/plain`)."""
     body = _body(request, grant)
     text_only = stream_format(request.headers.get("accept"), request.query.get("format")) == "text"
+    messages, owners = _messages(body, bool(grant.conversation_id))
     doc = {
         **body.params,
-        "messages": _messages(body, bool(grant.conversation_id)),
+        "messages": messages,
         "stream": True,
         "stream_options": {"include_usage": True},  # usage goes to the client as the finish chunk's metadata
     }
-    chat = parse_chat_request(json.dumps(doc).encode(), "application/json", grant, deps.policy, raw_body=request.body)
+    try:
+        chat = parse_chat_request(
+            json.dumps(doc).encode(), "application/json", grant, deps.policy, raw_body=request.body
+        )
+    except SigstreamError as exc:
+        name_ui_messages(exc, owners)
+        raise
     metadata = {"conversationId": grant.conversation_id} if grant.conversation_id else None
 
     def output(reply_id: str | None) -> TurnOutput:
@@ -119,9 +130,13 @@ def ui_chat_turn(request: Request, grant: Grant, deps: ChatDeps, deadline: float
         made.append(output(reply_id))
         return made[0]
 
-    result = chat_turn(
-        request, grant, deps, deadline, encoder=encoder, chat=chat, check_merge=lambda m: _check_merge(body, m)
-    )
+    try:
+        result = chat_turn(
+            request, grant, deps, deadline, encoder=encoder, chat=chat, check_merge=lambda m: _check_merge(body, m)
+        )
+    except SigstreamError as exc:  # before the first byte: the page's own message index, not the provider's
+        name_ui_messages(exc, owners)
+        raise
     if made:  # the turn answers (errors before the first byte were raised as JSON statuses)
         result.headers = dict(made[0].headers)
     return result

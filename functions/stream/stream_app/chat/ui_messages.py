@@ -12,11 +12,11 @@ import base64
 import binascii
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sigstream.core.errors import BadRequestError
+from sigstream.core.errors import BadRequestError, SigstreamError
 
 ROLES = ("system", "user", "assistant")
 TRIGGERS = ("submit-message", "regenerate-message")
@@ -31,6 +31,7 @@ _AUDIO_FORMATS = {
     "audio/mp3": "mp3",
 }
 _DENIED = "Tool call execution denied."
+_MESSAGE_PATH = re.compile(r"messages\[(\d+)\]((?:\.[A-Za-z_]+|\[\d+\])*)")
 
 
 @dataclass(frozen=True)
@@ -322,3 +323,23 @@ def _assistant(where: str, parts: list[dict[str, Any]], limits: UiLimits) -> lis
             raise _unsupported(here, part_type, "assistant")
     end_step()
     return out
+
+
+def name_ui_messages(error: SigstreamError, owners: Sequence[int]) -> None:
+    """Rename the `messages[i]` (a chat-completions index) that `error` names to the UI message that became it.
+
+    One UI message can be several chat-completions messages (each tool step, each result), so the index the
+    message parser or the history merge names is not one the page can find; a field below it is in its `parts`.
+    """
+
+    def rename(match: re.Match[str]) -> str:
+        index = int(match.group(1))
+        if index >= len(owners):
+            return match.group(0)
+        return f"messages[{owners[index]}]" + (".parts" if match.group(2) else "")
+
+    if error.param is None or not _MESSAGE_PATH.match(error.param):
+        return
+    error.param = _MESSAGE_PATH.sub(rename, error.param)
+    error.message = _MESSAGE_PATH.sub(rename, error.message)
+    error.args = (error.message,)

@@ -132,7 +132,6 @@ class UiStreamEncoder:
                 out += self._delta(delta)
             if choice.get("finish_reason"):
                 self._openai_finish = str(choice["finish_reason"])
-                out += self._close_tool_calls()
         return out
 
     def text_delta(self, text: str) -> bytes:
@@ -145,10 +144,14 @@ class UiStreamEncoder:
         return out
 
     def finish(self, *, metadata: Mapping[str, Any] | None = None, reason: str | None = None) -> bytes:
-        """Close the message: open parts end, `finish-step`, `finish` (usage as messageMetadata), `[DONE]`."""
+        """Close the message: open parts end, tool inputs become available, `finish-step`, `finish`, `[DONE]`.
+
+        A tool call's input is announced only here, once the reply is complete: a cut or stopped reply is stored
+        without its tool calls, so a call the page could run (useChat's onToolCall) would have no stored call.
+        """
         if self._ended:
             return b""
-        out = self.start() + self._close_parts()
+        out = self.start() + self._close_parts() + self._close_tool_calls()
         end: dict[str, Any] = {
             "type": "finish",
             "finishReason": reason or finish_reason(self._openai_finish, refused=self._refused),
@@ -178,7 +181,7 @@ class UiStreamEncoder:
         """A failure after the first byte: open parts end, an `error` chunk (useChat's `error`), `finish`, `[DONE]`."""
         if self._ended:
             return b""
-        out = self.start() + self._close_parts(errored=True)
+        out = self.start() + self._close_parts()
         end: dict[str, Any] = {"type": "finish", "finishReason": "error"}
         end_metadata = self._finish_metadata(metadata)
         if end_metadata:
@@ -313,13 +316,11 @@ class UiStreamEncoder:
         part_id, self._reasoning_id = self._reasoning_id, None
         return frame({"type": "reasoning-end", "id": part_id})
 
-    def _close_parts(self, *, errored: bool = False) -> bytes:
+    def _close_parts(self) -> bytes:
         out = self._end_reasoning()
         if self._text_id is not None:
             out += frame({"type": "text-end", "id": self._text_id})
             self._text_id = None
-        if not errored:
-            out += self._close_tool_calls()
         return out
 
 

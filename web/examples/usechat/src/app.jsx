@@ -97,6 +97,12 @@ function ChatView() {
     // The reply had already ended (`stopped: false`: stored whole): show what is stored, which the next request
     // resends; a page showing less would no longer match the history.
     if (answer && !answer.stopped) chat.messages = await storedHistory();
+    // The stop request failed: the turn runs on and is stored whole, so follow it to its end (a replay of the reply
+    // in progress), then show what is stored.
+    if (!answer) {
+      await chat.resumeStream();
+      chat.messages = await storedHistory();
+    }
   }
 
   return (
