@@ -22,6 +22,8 @@ ACTIONS = {
     "list": ("GET", "/v1/conversations"),
     "messages": ("GET", "/v1/conversations/{id}/messages"),
     "delete": ("DELETE", "/v1/conversations/{id}"),
+    "stop": ("POST", "/v1/conversations/{id}/stop"),
+    "stream": ("GET", "/v1/conversations/{id}/stream"),
 }
 
 

@@ -44,10 +44,13 @@ class _WebHandler(SimpleHTTPRequestHandler):
         except ValueError:
             request = None
         subject, new = self._subject()
+        answer: dict[str, Any]
         if not isinstance(request, dict):
             status, answer = 400, {"error": {"message": "body must be a JSON object", "code": "invalid_request"}}
         else:
             status, answer = self.server.backend().sign(subject, request)
+            if status == 200 and self.server.embedded_upstream:
+                answer["embedded_upstream"] = True  # the page says its answers are the echo provider's
         body = json.dumps(answer).encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -69,6 +72,11 @@ class WebServer(QuietThreadingHTTPServer):
         # Scripts only from the page itself; fetches only to itself and the Stream function.
         self.csp = f"default-src 'self'; connect-src 'self' {stream}; img-src 'self' data:; style-src 'self'"
         threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def embedded_upstream(self) -> bool:
+        """Whether answers come from the stack's embedded echo provider (no UPSTREAM_BASE_URL)."""
+        return getattr(self.stack, "upstream", None) is not None
 
     def backend(self) -> DemoBackend:
         """The Sign-function client, with the stack's current endpoints."""

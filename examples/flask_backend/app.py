@@ -38,6 +38,8 @@ ACTIONS = {
     "list": ("GET", "/v1/conversations"),
     "messages": ("GET", "/v1/conversations/{id}/messages"),
     "delete": ("DELETE", "/v1/conversations/{id}"),
+    "stop": ("POST", "/v1/conversations/{id}/stop"),
+    "stream": ("GET", "/v1/conversations/{id}/stream"),
 }
 CONVERSATION = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 

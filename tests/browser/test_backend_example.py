@@ -102,6 +102,7 @@ def test_a_logged_in_user_chats_through_the_backend_and_sees_only_their_history(
     page.click('[data-testid="send"]')
     page.wait_for_selector(f'{ASSISTANT}[data-state="done"]', timeout=30_000)
     assert page.locator(ASSISTANT).last.locator(".text").text_content() == "Echo (1 messages): hello from alice"
+    assert page.locator('[data-testid="upstream-note"]').is_hidden()  # only make dev's own page claims an echo
     conversation = page.evaluate("location.hash.slice(1)")
     page.reload()
     page.wait_for_selector('[data-testid="status"][data-state="idle"]')

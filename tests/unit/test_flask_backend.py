@@ -7,7 +7,7 @@ from typing import Any
 
 from werkzeug.security import generate_password_hash
 
-from examples.flask_backend.app import Config, create_app
+from examples.flask_backend.app import Config, create_app, sign_request
 
 PUBLIC = "https://chat.example.com"
 PASSPHRASE = secrets.token_urlsafe(12)  # (a literal one would be a finding for detect-secrets)
@@ -81,3 +81,21 @@ def test_the_public_origin_comes_from_the_environment() -> None:
     env = {"SIGSTREAM_SIGN_URL": "https://sign.example/", "BACKEND_PUBLIC_ORIGIN": PUBLIC + "/"}
     assert Config.from_env(env).public_origin == PUBLIC
     assert Config.from_env({"SIGSTREAM_SIGN_URL": "https://sign.example/"}).public_origin is None
+
+
+def test_the_page_may_ask_to_stop_and_to_resume_a_reply_of_one_of_its_conversations() -> None:
+    conversation = "conv_" + "a" * 24
+    assert sign_request("acct:alice", {"action": "stop", "conversation_id": conversation}, 300) == {
+        "subject": "acct:alice",
+        "method": "POST",
+        "path": f"/v1/conversations/{conversation}/stop",
+    }
+    assert sign_request("acct:alice", {"action": "stream", "conversation_id": conversation}, 300) == {
+        "subject": "acct:alice",
+        "method": "GET",
+        "path": f"/v1/conversations/{conversation}/stream",
+    }
+    assert sign_request("acct:alice", {"action": "stop"}, 300) == "conversation_id is required"
+    assert (
+        sign_request("acct:alice", {"action": "stop", "conversation_id": "../x"}, 300) == "conversation_id is malformed"
+    )
