@@ -4,7 +4,7 @@ The stored history is authoritative. A request on a conversation URL may carry o
 history again with new messages at the end (openai-python, openai-node `runTools`, the AI SDK), or the history up
 to its last user message (a regenerate). Messages are compared in their normalised form (`Message.normalised`:
 one text part is a string, empty assistant content beside tool calls is null, and tool-call arguments that are
-JSON are compared as compact, key-sorted JSON, because the AI SDK resends `JSON.stringify` of the arguments it
+JSON are compared as compact, key-sorted JSON with numbers as JavaScript reads them, because the AI SDK resends `JSON.stringify` of the arguments it
 parsed, not the provider's bytes; the stored text stays what the provider sent). Rules and their order, and the
 ambiguous cases, are in docs/adr/0009-conversation-turns.md.
 """
