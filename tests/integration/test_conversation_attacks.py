@@ -5,11 +5,16 @@ Each test here failed before the fix committed with it; the ones that held are i
 
 from __future__ import annotations
 
+import io
 import json
+from collections.abc import Iterator
 
-from local.stack import LocalStack
+import pytest
+
+from local.stack import LocalStack, StackOptions
+from tests.conftest import ROOT
 from tests.helpers import new_subject, signed_url, upstream_control, upstream_requests
-from tests.integration.test_conversation_turns import EXAMPLES, messages_of, node_run
+from tests.integration.test_conversation_turns import EXAMPLES, client_for, messages_of, node_run
 
 
 def test_ai_sdk_tool_loop_survives_a_model_writing_a_float_argument(app_stack: LocalStack) -> None:
@@ -26,3 +31,70 @@ def test_ai_sdk_tool_loop_survives_a_model_writing_a_float_argument(app_stack: L
     assert [m["role"] for m in stored] == ["user", "assistant", "tool", "assistant"]
     assert stored[1]["tool_calls"][0]["function"]["arguments"] == arguments  # kept as the provider sent it
     assert json.loads(steps[1][1]["tool_calls"][0]["function"]["arguments"]) == {"city": "Paris", "days": 2}
+
+
+@pytest.fixture(scope="module")
+def big_budget_stack() -> Iterator[LocalStack]:
+    """template.yaml with a daily budget that lets a 450 KB tool call go back to the provider."""
+    stack = LocalStack(
+        StackOptions(
+            root=ROOT,
+            template=ROOT / "template.yaml",
+            parameters={"DailyTokenBudget": "5000000"},
+            log_stream=io.StringIO(),
+        )
+    )
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+WRITE_FILE = [{"type": "function", "function": {"name": "write_file", "parameters": {"type": "object"}}}]
+
+
+def test_a_tool_call_longer_than_a_dynamodb_item_is_stored_and_its_tool_loop_goes_on(
+    big_budget_stack: LocalStack,
+) -> None:
+    app_stack = big_budget_stack
+    # A coding agent's write_file call: 450 KB of arguments. The final write used to fail (item over 400 KB), so
+    # the reply stayed in_progress, read back incomplete without its call, and the tool result was a 409.
+    arguments = json.dumps({"path": "big.txt", "text": "é" * 225_000}, ensure_ascii=False)
+    upstream_control(app_stack, tool_call={"name": "write_file", "arguments": arguments})
+    subject = new_subject()
+    answer = signed_url(app_stack, subject=subject)
+    client = client_for(answer)
+    stream = client.chat.completions.create(
+        model="local-echo-1", messages=[{"role": "user", "content": "write it"}], tools=WRITE_FILE, stream=True
+    )
+    calls: dict[int, dict[str, str]] = {}
+    for chunk in stream:
+        for call in (chunk.choices[0].delta.tool_calls or []) if chunk.choices else []:
+            slot = calls.setdefault(call.index, {"id": "", "arguments": ""})
+            slot["id"] = call.id or slot["id"]
+            slot["arguments"] += (call.function.arguments or "") if call.function else ""
+    assert calls[0]["arguments"] == arguments
+    stored = messages_of(app_stack, subject, answer["conversation_id"])
+    assert [(m["role"], m["status"]) for m in stored] == [("user", "complete"), ("assistant", "complete")]
+    assert stored[1]["tool_calls"][0]["function"]["arguments"] == arguments
+    result = {"role": "tool", "tool_call_id": calls[0]["id"], "content": "written"}
+    reply = client.chat.completions.create(model="local-echo-1", messages=[result], tools=WRITE_FILE)
+    assert (reply.choices[0].message.content or "").startswith("Echo (3 messages)")
+    sent = [r["body"] for r in upstream_requests(app_stack) if "tools" in r["body"]][-1]["messages"]
+    assert [m["role"] for m in sent][-2:] == ["assistant", "tool"]  # the window's budget may leave the question out
+    assert sent[1]["tool_calls"][0]["function"]["arguments"] == arguments
+
+
+def test_an_answer_over_a_megabyte_reads_back_whole_not_cut_at_a_query_page(app_stack: LocalStack) -> None:
+    # Its five part items are over the 1 MB a DynamoDB Query answers at once: the rest was silently dropped, and
+    # the listing showed 600,598 of 751,500 characters as `complete`.
+    long_reply = ("é" * 500 + " ") * 1500  # ~1.5 MB of UTF-8
+    upstream_control(app_stack, reply=long_reply)
+    subject = new_subject()
+    answer = signed_url(app_stack, subject=subject)
+    stream = client_for(answer).chat.completions.create(
+        model="local-echo-1", messages=[{"role": "user", "content": "a very long answer"}], stream=True
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == long_reply
+    stored = messages_of(app_stack, subject, answer["conversation_id"])
+    assert [(m["role"], m["status"]) for m in stored] == [("user", "complete"), ("assistant", "complete")]
+    assert stored[1]["content"] == long_reply
