@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -98,3 +99,23 @@ def test_an_answer_over_a_megabyte_reads_back_whole_not_cut_at_a_query_page(app_
     stored = messages_of(app_stack, subject, answer["conversation_id"])
     assert [(m["role"], m["status"]) for m in stored] == [("user", "complete"), ("assistant", "complete")]
     assert stored[1]["content"] == long_reply
+
+
+def test_openai_python_resends_its_history_after_a_long_answer(app_stack: LocalStack) -> None:
+    # The answer (~490 KB) is stored in part items; resending it with the history was a 400 "too large to keep in
+    # the history", though the turn stores only the new question.
+    long_reply = ("lorem ipsum dolor sit amet " * 20 + "\n") * 900
+    upstream_control(app_stack, reply=long_reply)
+    subject = new_subject()
+    answer = signed_url(app_stack, subject=subject)
+    client = client_for(answer)
+    history: list[Any] = [{"role": "user", "content": "a long answer"}]
+    first = client.chat.completions.create(model="local-echo-1", messages=history)
+    assert first.choices[0].message.content == long_reply
+    upstream_control(app_stack)
+    history += [first.choices[0].message, {"role": "user", "content": "thanks"}]
+    second = client.chat.completions.create(model="local-echo-1", messages=history)
+    assert (second.choices[0].message.content or "").endswith(": thanks")
+    stored = messages_of(app_stack, subject, answer["conversation_id"])
+    assert [m["role"] for m in stored] == ["user", "assistant", "user", "assistant"]
+    assert stored[1]["content"] == long_reply and stored[2]["content"] == "thanks"
