@@ -119,3 +119,48 @@ def test_openai_python_resends_its_history_after_a_long_answer(app_stack: LocalS
     stored = messages_of(app_stack, subject, answer["conversation_id"])
     assert [m["role"] for m in stored] == ["user", "assistant", "user", "assistant"]
     assert stored[1]["content"] == long_reply and stored[2]["content"] == "thanks"
+
+
+def streamed_calls(stream: Any) -> tuple[str, list[dict[str, Any]]]:
+    """An openai-python stream's text and tool calls, accumulated as an application does."""
+    text, calls = "", dict[int, dict[str, Any]]()
+    for chunk in stream:
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+            for call in choice.delta.tool_calls or []:
+                slot = calls.setdefault(
+                    call.index, {"id": "", "type": "function", "function": {"name": "", "arguments": ""}}
+                )
+                slot["id"] = call.id or slot["id"]
+                slot["function"]["name"] += call.function.name or ""
+                slot["function"]["arguments"] += call.function.arguments or ""
+    return text, [calls[i] for i in sorted(calls)]
+
+
+def test_a_tool_loops_last_step_sent_again_regenerates_its_reply(app_stack: LocalStack) -> None:
+    # openai-python (or any SDK retrying a step whose answer it lost) sends the same history again: the stored
+    # history minus its last assistant reply, which the issue names a regenerate. It was a 409 history_conflict.
+    upstream_control(app_stack, tool_call={"name": "get_weather", "arguments": '{"city":"Paris"}'})
+    subject = new_subject()
+    answer = signed_url(app_stack, subject=subject)
+    client = client_for(answer)
+    tools: Any = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    history: list[Any] = [{"role": "user", "content": "weather in Paris?"}]
+    _, calls = streamed_calls(
+        client.chat.completions.create(model="local-echo-1", messages=history, tools=tools, stream=True)
+    )
+    history += [
+        {"role": "assistant", "content": None, "tool_calls": calls},
+        {"role": "tool", "tool_call_id": calls[0]["id"], "content": "sunny"},
+    ]
+    for _ in range(2):
+        text, _ = streamed_calls(
+            client.chat.completions.create(model="local-echo-1", messages=history, tools=tools, stream=True)
+        )
+        assert text.startswith("Echo (3 messages)")
+    steps = [[m["role"] for m in r["body"]["messages"]] for r in upstream_requests(app_stack)]
+    assert steps == [["user"], ["user", "assistant", "tool"], ["user", "assistant", "tool"]]
+    cid = answer["conversation_id"]
+    assert [m["role"] for m in messages_of(app_stack, subject, cid)] == ["user", "assistant", "tool", "assistant"]
+    every = messages_of(app_stack, subject, cid, "&include=superseded")
+    assert [(m["role"], m["status"]) for m in every][3:] == [("assistant", "superseded"), ("assistant", "complete")]

@@ -129,6 +129,16 @@ def test_a_regenerate_supersedes_the_whole_reply_block_of_a_tool_loop() -> None:
     assert merge.kind == "regenerate" and merge.superseded == ("msg_1", "msg_2", "msg_3")
 
 
+def test_the_history_up_to_a_tool_loops_last_result_regenerates_only_the_reply_after_it() -> None:
+    # An SDK retrying a tool loop's last step resends the stored history minus its last assistant reply.
+    loop = (user("weather?"), {"role": "assistant", "content": None, "tool_calls": [CALL]})
+    result = {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
+    merge = merge_history(stored(*loop, result, assistant("Sunny.")), sent(*loop, result))
+    assert (merge.kind, merge.new, merge.base, merge.superseded) == ("regenerate", (), 3, ("msg_3",))
+    with pytest.raises(ConflictError):
+        merge_history(stored(*loop, result, assistant(""), live_last=True), sent(*loop, result))
+
+
 def test_the_ambiguous_single_message_equal_to_the_first_is_a_regenerate_only_in_a_one_turn_history() -> None:
     assert merge_history(stored(user("a"), assistant("A")), sent(user("a"))).kind == "regenerate"
     longer = stored(user("a"), assistant("A"), user("b"), assistant("B"))
