@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +15,7 @@ import pytest
 
 from local.stack import LocalStack, StackOptions
 from tests.conftest import ROOT
-from tests.helpers import new_subject, signed_url, upstream_control, upstream_requests
+from tests.helpers import http, new_subject, signed_url, sse_text, upstream_control, upstream_requests
 from tests.integration.test_conversation_turns import EXAMPLES, client_for, messages_of, node_run
 
 
@@ -164,3 +165,43 @@ def test_a_tool_loops_last_step_sent_again_regenerates_its_reply(app_stack: Loca
     assert [m["role"] for m in messages_of(app_stack, subject, cid)] == ["user", "assistant", "tool", "assistant"]
     every = messages_of(app_stack, subject, cid, "&include=superseded")
     assert [(m["role"], m["status"]) for m in every][3:] == [("assistant", "superseded"), ("assistant", "complete")]
+
+
+def resend(url: str, body: bytes, barrier: threading.Barrier, outcomes: list[str]) -> None:
+    """One client's POST, started together with another's: the text it got, or its error status and code."""
+    barrier.wait()
+    status, _, data = http("POST", url, body, {"content-type": "application/json"})
+    outcomes.append(sse_text(data) if status == 200 else f"{status} {json.loads(data)['error']['code']}")
+
+
+def test_two_clients_resending_the_same_history_at_once_store_its_new_message_once(app_stack: LocalStack) -> None:
+    # Two tabs (or a double-clicked Send) resend [q1, a1, q2] together. Both merged against [q1, a1]; the second
+    # write went after the first turn, storing q2 twice with two answers. A resend's premise (the stored history
+    # is what it holds) no longer holds then: it is a 409, before its first byte.
+    for _ in range(4):  # the race is a race: several rounds
+        upstream_control(app_stack)
+        subject = new_subject()
+        answer = signed_url(app_stack, subject=subject)
+        first = client_for(answer).chat.completions.create(
+            model="local-echo-1", messages=[{"role": "user", "content": "q1"}]
+        )
+        reply = first.choices[0].message.model_dump(exclude_none=True)  # as the SDK's user resends it
+        history = [{"role": "user", "content": "q1"}, reply, {"role": "user", "content": "q2"}]
+        body = json.dumps({"model": "local-echo-1", "stream": True, "messages": history}).encode()
+        upstream_control(app_stack, stall_after=0, stall_seconds=1.0)  # a first token after the first write
+        barrier = threading.Barrier(2)
+        outcomes: list[str] = []
+
+        threads = [threading.Thread(target=resend, args=(answer["url"], body, barrier, outcomes)) for _ in "ab"]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert sorted(o[:4] for o in outcomes) == ["409 ", "Echo"], outcomes
+        stored = messages_of(app_stack, subject, answer["conversation_id"])
+        assert [(m["role"], m.get("content")) for m in stored][:3] == [
+            ("user", "q1"),
+            ("assistant", "Echo (1 messages): q1"),
+            ("user", "q2"),
+        ]
+        assert len(stored) == 4 and stored[3]["status"] == "complete"

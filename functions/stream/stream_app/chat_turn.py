@@ -16,7 +16,14 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sigstream.core.errors import BadRequestError, ServiceUnavailableError, SigstreamError, UpstreamError
+from sigstream.core.errors import (
+    BadRequestError,
+    ConflictError,
+    HistoryConflictError,
+    ServiceUnavailableError,
+    SigstreamError,
+    UpstreamError,
+)
 from sigstream.core.settings import StreamSettings
 from sigstream.core.signed_url import Grant
 from stream_app.adapters.history_store import (
@@ -223,6 +230,7 @@ def chat_turn(
             return turn.whole(response)
         chunks = response.chunks()
         first = turn.first_events(chunks)  # errors before the first byte still get a proper status
+        turn.check_begun()
     except Exception as error:
         turn.abandon()
         budget.fail(error if isinstance(error, SigstreamError) else SigstreamError())
@@ -295,6 +303,9 @@ class _Turn:
             lease_until=lease_until(now, self.deadline),
         )
         self.stored = [StoredMessage(m, created_at=created) for m in self.chat.messages] + [self.placeholder]
+        # A resend says what the stored history is: when another turn got in first, that is no longer true, so
+        # the begin write does not go after it (only new messages do; a regenerate's marks conflict anyway).
+        follow = self.plan.merge is None or self.plan.merge.kind == "only_new"
         self.begun = self.deps.pool.submit(
             self.deps.store.append_turn,
             self.conversation,
@@ -303,7 +314,23 @@ class _Turn:
             tokens_in=0,
             tokens_out=0,
             superseded=self.plan.superseded,
+            follow=follow,
         )
+
+    def check_begun(self) -> None:
+        """At the first byte: a resend whose history changed meanwhile is a 409 (not waited for if still writing).
+
+        The begin write takes milliseconds and a provider's first token far longer, so it is nearly always done;
+        when it is not, the turn goes on and the final write stores it after the other turn.
+        """
+        if self.begun is None or not self.begun.done() or self.plan.merge is None:
+            return
+        if self.plan.merge.kind == "resent" and isinstance(self.begun.exception(), ConflictError):
+            raise HistoryConflictError(
+                "another turn was stored after the history this request resends; read the history and send it "
+                "again, or send only the new messages",
+                param="messages",
+            )
 
     def attach(self, response: UpstreamResponse) -> None:
         """The provider answered: watch the reply (checkpoints, stop requests) while it streams."""
