@@ -8,6 +8,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +17,7 @@ import pytest
 from local.stack import LocalStack, StackOptions
 from tests.conftest import ROOT
 from tests.helpers import http, new_subject, signed_url, sse_text, upstream_control, upstream_requests
-from tests.integration.test_conversation_turns import EXAMPLES, client_for, messages_of, node_run
+from tests.integration.test_conversation_turns import EXAMPLES, LiveStream, client_for, messages_of, node_run, route
 
 
 def test_ai_sdk_tool_loop_survives_a_model_writing_a_float_argument(app_stack: LocalStack) -> None:
@@ -205,3 +206,33 @@ def test_two_clients_resending_the_same_history_at_once_store_its_new_message_on
             ("user", "q2"),
         ]
         assert len(stored) == 4 and stored[3]["status"] == "complete"
+
+
+def test_a_stop_just_before_the_end_stores_what_the_page_had_shown(app_stack: LocalStack) -> None:
+    # The watcher looks for a stop once a second; a Stop in the last second of an answer was answered
+    # {"stopped": true} while the turn stored the whole reply `complete`: text the user never saw.
+    words = " ".join(f"w{i}" for i in range(10))
+    outcomes = []
+    for lag in (0.05, 0.15, 0.25):
+        upstream_control(app_stack, reply=words, delay_ms=100)
+        subject = new_subject()
+        answer = signed_url(app_stack, subject=subject)
+        cid = answer["conversation_id"]
+        live = LiveStream(answer["url"], [{"role": "user", "content": "count"}])
+        live.wait_for_text(len("w0 w1 w2 w3 w4 w5 w6 w7 w8"))
+        time.sleep(lag)
+        shown = sse_text(live.body)
+        position = len(shown)
+        stop = route(app_stack, subject, "POST", f"/v1/conversations/{cid}/stop")
+        status, _, body = http("POST", stop, b"", {"last-event-id": str(position)})
+        assert status == 200, body
+        live.finish()
+        doc = json.loads(body)
+        stored = messages_of(app_stack, subject, cid)[1]
+        outcomes.append((doc["stopped"], stored["status"]))
+        if doc["stopped"]:  # asked in time: what the page showed is what the history holds
+            assert (stored["status"], stored["content"]) == ("stopped", shown[:position]), (lag, stored)
+            assert doc["message"]["status"] == "stopped"
+        else:  # the turn had ended first
+            assert stored["status"] == "complete" and doc["message"] is None
+    assert any(stopped for stopped, _ in outcomes), outcomes

@@ -598,7 +598,16 @@ class _Turn:
             return
         final.id, final.seq, final.created_at = self.placeholder.id, self.placeholder.seq, self.placeholder.created_at
         self.stored[-1] = final
-        self.deps.store.finish_turn(self.conversation, final, now=now, tokens_in=tokens_in, tokens_out=tokens_out)
+        store, conversation = self.deps.store, self.conversation
+        honour = self.chat.stream and final.status != "stopped"  # a whole answer was delivered whole: no stop
+        signal = store.finish_turn(
+            conversation, final, now=now, tokens_in=tokens_in, tokens_out=tokens_out, honour_stop=honour
+        )
+        if signal is not None:  # Stop came after the watcher's last look: kept as the stopping client saw it
+            self.stop_signal = signal
+            final.message, final.status = self._reply_message("stopped"), "stopped"
+            record("TurnsStopped", 1)
+            store.finish_turn(conversation, final, now=now, tokens_in=tokens_in, tokens_out=tokens_out)
 
     # --- after the response -----------------------------------------------------------------------------
 

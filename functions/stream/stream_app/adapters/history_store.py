@@ -621,12 +621,21 @@ class HistoryStore:
         )
 
     def finish_turn(
-        self, conversation: Conversation, reply: StoredMessage, *, now: float, tokens_in: int, tokens_out: int
-    ) -> None:
+        self,
+        conversation: Conversation,
+        reply: StoredMessage,
+        *,
+        now: float,
+        tokens_in: int,
+        tokens_out: int,
+        honour_stop: bool = False,
+    ) -> StopSignal | None:
         """The final write of a reply stored in progress: its whole item (and parts), and the conversation's totals.
 
         Conditional on the reply still being in progress: a conversation deleted (or a reply superseded) while the
-        turn ran is not brought back. One transaction, so the reply and the totals never disagree.
+        turn ran is not brought back. One transaction, so the reply and the totals never disagree. With
+        `honour_stop`, also on no stop having been asked for: when one was (after the watcher's last look), nothing
+        is written and its signal is returned, so the turn stores the reply as the stopping client saw it.
         """
         pk = f"CONV#{conversation.id}"
         expires = int(now) + self.retention
@@ -645,7 +654,8 @@ class HistoryStore:
                 "Put": {
                     "TableName": self.table,
                     "Item": items[0],
-                    "ConditionExpression": "id = :id AND #s = :live",
+                    "ConditionExpression": "id = :id AND #s = :live"
+                    + (" AND attribute_not_exists(stop_requested)" if honour_stop else ""),
                     "ExpressionAttributeNames": {"#s": "status"},
                     "ExpressionAttributeValues": to_item({":id": reply.id, ":live": IN_PROGRESS}),
                 }
@@ -670,8 +680,12 @@ class HistoryStore:
             self.client.call("TransactWriteItems", {"TransactItems": transaction, "ClientRequestToken": token})
         except AwsServiceError as exc:
             if exc.code == "TransactionCanceledException" and "ConditionalCheckFailed" in _cancel_reasons(exc):
+                signal = self.stop_signal(conversation.id, reply) if honour_stop else None
+                if signal is not None and not signal.gone:
+                    return signal
                 raise ConflictError("the reply is no longer in progress (deleted or replaced)") from exc
             raise ServiceUnavailableError("could not store the reply") from exc
+        return None
 
     def rollback_turn(
         self, conversation: Conversation, messages: list[StoredMessage], superseded: Sequence[StoredMessage] = ()
