@@ -20,7 +20,7 @@ from stream_app.chat.cursors import (
     parse_messages_cursor,
 )
 from stream_app.chat.policy import ChatPolicy
-from stream_app.chat.request import ChatRequest, parse_chat_request, police_unsigned_body
+from stream_app.chat.request import ChatRequest, check_new_messages, parse_chat_request, police_unsigned_body
 
 POLICY = ChatPolicy("gpt-4o-mini", allowed_models=("local-echo-1",), max_output_tokens=1000)
 GRANT = Grant("POST", "/v1/chat/completions", "u", 0, 1)
@@ -143,7 +143,12 @@ def test_stored_messages_must_fit_one_item_when_there_is_a_conversation() -> Non
     roomy = ChatPolicy("m", max_input_chars=10**6, max_input_tokens=10**6)
     assert request(big, policy=roomy).messages
     stateful = Grant("POST", "/v1/chat/completions", "u", 0, 1, conversation_id="conv_abcdefgh")
-    assert error_of(big, stateful, roomy).param == "messages[0]"
+    chat = request(big, stateful, roomy)  # checked once the new messages are known: a resend's stored ones pass
+    with pytest.raises(BadRequestError) as raised:
+        check_new_messages(chat, chat.messages, roomy)
+    assert raised.value.param == "messages[0]"
+    resent = request({"messages": [big["messages"][0], {"role": "user", "content": "more"}]}, stateful, roomy)
+    assert check_new_messages(resent, resent.messages[1:], roomy).messages == resent.messages[1:]
 
 
 def test_sw1_unsigned_body_policy() -> None:

@@ -67,6 +67,39 @@ def test_tool_call_arguments_compare_as_json_so_an_ai_sdk_resend_matches() -> No
     assert merge.kind == "resent" and merge.continues_tool_call and [x.role for x in merge.new] == ["tool"]
 
 
+@pytest.mark.parametrize(
+    ("provider", "resent"),
+    [
+        ('{"days": 2.0, "lat": 48.85}', '{"days":2,"lat":48.85}'),  # JSON.stringify drops a zero fraction
+        ('{"n": 1e2, "z": -0.0}', '{"n":100,"z":0}'),
+        ('{"id": 12345678901234567890}', '{"id":12345678901234567000}'),  # beyond 2**53: a double, as in JS
+    ],
+)
+def test_tool_call_numbers_compare_as_javascript_reads_them(provider: str, resent: str) -> None:
+    call = {**CALL, "function": {"name": "get_weather", "arguments": provider}}
+    history = stored(user("weather?"), {"role": "assistant", "content": None, "tool_calls": [call]})
+    resend = sent(
+        user("weather?"),
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{**call, "function": {**call["function"], "arguments": resent}}],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+    )
+    assert merge_history(history, resend).kind == "resent"
+
+
+def test_tool_call_numbers_that_differ_in_value_still_conflict() -> None:
+    call = {**CALL, "function": {"name": "get_weather", "arguments": '{"days": 2.5}'}}
+    history = stored(user("weather?"), {"role": "assistant", "content": None, "tool_calls": [call]})
+    other = {**call, "function": {**call["function"], "arguments": '{"days":2}'}}
+    with pytest.raises(HistoryConflictError):
+        merge_history(
+            history, sent(user("weather?"), {"role": "assistant", "content": None, "tool_calls": [other]}, user("x"))
+        )
+
+
 def test_tool_results_alone_continue_a_pending_tool_call() -> None:
     history = stored(user("weather?"), {"role": "assistant", "content": None, "tool_calls": [CALL]})
     merge = merge_history(history, sent({"role": "tool", "tool_call_id": "call_1", "content": "sunny"}))
@@ -94,6 +127,16 @@ def test_a_regenerate_supersedes_the_whole_reply_block_of_a_tool_loop() -> None:
     )
     merge = merge_history(history, sent(user("weather?")))
     assert merge.kind == "regenerate" and merge.superseded == ("msg_1", "msg_2", "msg_3")
+
+
+def test_the_history_up_to_a_tool_loops_last_result_regenerates_only_the_reply_after_it() -> None:
+    # An SDK retrying a tool loop's last step resends the stored history minus its last assistant reply.
+    loop = (user("weather?"), {"role": "assistant", "content": None, "tool_calls": [CALL]})
+    result = {"role": "tool", "tool_call_id": "call_1", "content": "sunny"}
+    merge = merge_history(stored(*loop, result, assistant("Sunny.")), sent(*loop, result))
+    assert (merge.kind, merge.new, merge.base, merge.superseded) == ("regenerate", (), 3, ("msg_3",))
+    with pytest.raises(ConflictError):
+        merge_history(stored(*loop, result, assistant(""), live_last=True), sent(*loop, result))
 
 
 def test_the_ambiguous_single_message_equal_to_the_first_is_a_regenerate_only_in_a_one_turn_history() -> None:

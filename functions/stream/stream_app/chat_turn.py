@@ -16,7 +16,14 @@ from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sigstream.core.errors import BadRequestError, ServiceUnavailableError, SigstreamError, UpstreamError
+from sigstream.core.errors import (
+    BadRequestError,
+    ConflictError,
+    HistoryConflictError,
+    ServiceUnavailableError,
+    SigstreamError,
+    UpstreamError,
+)
 from sigstream.core.settings import StreamSettings
 from sigstream.core.signed_url import Grant
 from stream_app.adapters.history_store import (
@@ -250,6 +257,7 @@ def chat_turn(
             return turn.whole(response)
         chunks = response.chunks()
         first = turn.first_events(chunks)  # errors before the first byte still get a proper status
+        turn.check_begun()
     except Exception as error:
         turn.abandon()
         budget.fail(error if isinstance(error, SigstreamError) else SigstreamError())
@@ -328,6 +336,9 @@ class _Turn:
         if self.conversation is None or self.placeholder is None or self.begun is not None:
             return
         now = self.deps.clock()
+        # A resend says what the stored history is: when another turn got in first, that is no longer true, so
+        # the begin write does not go after it (only new messages do; a regenerate's marks conflict anyway).
+        follow = self.plan.merge is None or self.plan.merge.kind == "only_new"
         self.begun = self.deps.pool.submit(
             self.deps.store.append_turn,
             self.conversation,
@@ -336,7 +347,23 @@ class _Turn:
             tokens_in=0,
             tokens_out=0,
             superseded=self.plan.superseded,
+            follow=follow,
         )
+
+    def check_begun(self) -> None:
+        """At the first byte: a resend whose history changed meanwhile is a 409 (not waited for if still writing).
+
+        The begin write takes milliseconds and a provider's first token far longer, so it is nearly always done;
+        when it is not, the turn goes on and the final write stores it after the other turn.
+        """
+        if self.begun is None or not self.begun.done() or self.plan.merge is None:
+            return
+        if self.plan.merge.kind == "resent" and isinstance(self.begun.exception(), ConflictError):
+            raise HistoryConflictError(
+                "another turn was stored after the history this request resends; read the history and send it "
+                "again, or send only the new messages",
+                param="messages",
+            )
 
     def attach(self, response: UpstreamResponse) -> None:
         """The provider answered: watch the reply (checkpoints, stop requests) while it streams."""
@@ -611,7 +638,16 @@ class _Turn:
             return
         final.id, final.seq, final.created_at = self.placeholder.id, self.placeholder.seq, self.placeholder.created_at
         self.stored[-1] = final
-        self.deps.store.finish_turn(self.conversation, final, now=now, tokens_in=tokens_in, tokens_out=tokens_out)
+        store, conversation = self.deps.store, self.conversation
+        honour = self.chat.stream and final.status != "stopped"  # a whole answer was delivered whole: no stop
+        signal = store.finish_turn(
+            conversation, final, now=now, tokens_in=tokens_in, tokens_out=tokens_out, honour_stop=honour
+        )
+        if signal is not None:  # Stop came after the watcher's last look: kept as the stopping client saw it
+            self.stop_signal = signal
+            final.message, final.status = self._reply_message("stopped"), "stopped"
+            record("TurnsStopped", 1)
+            store.finish_turn(conversation, final, now=now, tokens_in=tokens_in, tokens_out=tokens_out)
 
     # --- after the response -----------------------------------------------------------------------------
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import calendar
 import hashlib
+import json
 import re
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from sigstream.adapters.aws_client import AwsJsonClient, AwsServiceError
@@ -121,6 +122,16 @@ def clean_usage(usage: Any) -> dict[str, int] | None:
     return kept or None
 
 
+def _utf8_size(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def _seq(doc: dict[str, Any]) -> int:
+    """A message item's sequence number, from its sort key."""
+    sort_key = doc.get("sk")
+    return int(sort_key[4:12]) if isinstance(sort_key, str) and sort_key[4:12].isdigit() else 0
+
+
 def split_text(text: str, size: int = ITEM_TEXT_BYTES) -> list[str]:
     """Text cut into pieces of at most `size` UTF-8 bytes, never inside a character."""
     data = text.encode("utf-8", "surrogatepass")
@@ -201,8 +212,7 @@ class StoredMessage:
         if message is None or not isinstance(doc.get("id"), str):
             return None
         status = doc.get("status")
-        sort_key = doc.get("sk")
-        seq = int(sort_key[4:12]) if isinstance(sort_key, str) and sort_key[4:12].isdigit() else 0
+        seq = _seq(doc)
         return cls(
             message=message,
             status=status if status in STATUSES else "incomplete",
@@ -284,7 +294,7 @@ class HistoryStore:
     def _assemble(self, pk: str, items: list[dict[str, Any]]) -> list[StoredMessage]:
         """Message items (in the order given) as messages, each long reply joined with its part items."""
         parts: dict[int, dict[int, str]] = {}
-        messages: list[tuple[StoredMessage, int]] = []
+        docs: list[dict[str, Any]] = []
         for item in items:
             doc = from_item(item)
             sort_key = doc.get("sk")
@@ -294,36 +304,46 @@ class HistoryStore:
                 if isinstance(text, str):
                     parts.setdefault(int(found.group(1)), {})[int(found.group(2))] = text
                 continue
+            docs.append(doc)
+        out = []
+        for doc in docs:
+            count, calls = _number(doc.get("parts")), _number(doc.get("call_parts"))
+            if count or calls:
+                seq = _seq(doc)
+                found_parts = parts.get(seq, {})
+                if len(found_parts) < count + calls:
+                    found_parts = self._parts(pk, seq)
+                if count and isinstance(doc.get("content"), str):
+                    doc["content"] += "".join(found_parts.get(i, "") for i in range(1, count + 1))
+                if calls:
+                    calls_text = "".join(found_parts.get(i, "") for i in range(count + 1, count + calls + 1))
+                    try:
+                        doc["tool_calls"] = json.loads(calls_text)
+                    except ValueError:
+                        doc["tool_calls"] = None  # a part is missing: the message does not parse, so it is not read
             stored = StoredMessage.from_doc(doc)
             if stored is not None:
-                messages.append((stored, _number(doc.get("parts"))))
-        out = []
-        for stored, count in messages:
-            if count and isinstance(stored.message.content, str):
-                found_parts = parts.get(stored.seq, {})
-                if len(found_parts) < count:
-                    found_parts = self._parts(pk, stored.seq)
-                text = stored.message.content + "".join(found_parts.get(i, "") for i in range(1, count + 1))
-                stored = replace(stored, message=replace(stored.message, content=text))
-            out.append(stored)
+                out.append(stored)
         return out
 
     def _parts(self, pk: str, seq: int) -> dict[int, str]:
         """A long reply's part items (when a page of results did not hold them all)."""
-        result = self._call(
-            "Query",
-            {
-                "KeyConditionExpression": "pk = :pk AND begins_with(sk, :p)",
-                "ExpressionAttributeValues": {":pk": {"S": pk}, ":p": {"S": f"MSG#{seq:08d}."}},
-                "ConsistentRead": True,
-            },
-        )
+        payload: dict[str, Any] = {
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :p)",
+            "ExpressionAttributeValues": {":pk": {"S": pk}, ":p": {"S": f"MSG#{seq:08d}."}},
+            "ConsistentRead": True,
+        }
         found: dict[int, str] = {}
-        for item in result.get("Items", []):
-            doc = from_item(item)
-            key = _PART_KEY.fullmatch(str(doc.get("sk")))
-            if key and isinstance(doc.get("text"), str):
-                found[int(key.group(2))] = doc["text"]
+        for _ in range(MAX_PARTS):  # a Query answers at most 1 MB: three or more parts take more than one page
+            result = self._call("Query", payload)
+            for item in result.get("Items", []):
+                doc = from_item(item)
+                key = _PART_KEY.fullmatch(str(doc.get("sk")))
+                if key and isinstance(doc.get("text"), str):
+                    found[int(key.group(2))] = doc["text"]
+            if "LastEvaluatedKey" not in result:
+                break
+            payload["ExclusiveStartKey"] = result["LastEvaluatedKey"]
         return found
 
     def load_history(self, conversation_id: str, subject: str, want: int) -> History:
@@ -486,9 +506,21 @@ class HistoryStore:
         doc = message.attributes()
         content = doc.get("content")
         pieces = split_text(content) if isinstance(content, str) else [content]
-        pieces = pieces[: MAX_PARTS + 1]
+        call_pieces: list[str] = []
+        if doc.get("tool_calls"):
+            # A tool call's arguments can be long too (a coding agent writing a file): beside the text they would
+            # make the item too large to write, so they continue in part items after the text's.
+            calls_text = json.dumps(doc["tool_calls"], separators=(",", ":"), ensure_ascii=False)
+            first = pieces[0] if isinstance(pieces[0], str) else ""
+            spilled = split_text(calls_text)
+            if _utf8_size(calls_text) + _utf8_size(first) > ITEM_TEXT_BYTES and len(spilled) <= MAX_PARTS:
+                call_pieces = spilled
+                del doc["tool_calls"]
+                doc["call_parts"] = len(call_pieces)
+        pieces = pieces[: MAX_PARTS + 1 - len(call_pieces)]
         if len(pieces) > 1:
             doc["content"], doc["parts"] = pieces[0], len(pieces) - 1
+        pieces += call_pieces
         server = {"pk": pk, "sk": f"MSG#{seq:08d}", "id": message.id, "created_at": message.created_at or int(now)}
         items = [to_item({**doc, **server, "expires_at": expires})]  # server-owned attributes last: they win
         for index, piece in enumerate(pieces[1:], start=1):
@@ -589,12 +621,21 @@ class HistoryStore:
         )
 
     def finish_turn(
-        self, conversation: Conversation, reply: StoredMessage, *, now: float, tokens_in: int, tokens_out: int
-    ) -> None:
+        self,
+        conversation: Conversation,
+        reply: StoredMessage,
+        *,
+        now: float,
+        tokens_in: int,
+        tokens_out: int,
+        honour_stop: bool = False,
+    ) -> StopSignal | None:
         """The final write of a reply stored in progress: its whole item (and parts), and the conversation's totals.
 
         Conditional on the reply still being in progress: a conversation deleted (or a reply superseded) while the
-        turn ran is not brought back. One transaction, so the reply and the totals never disagree.
+        turn ran is not brought back. One transaction, so the reply and the totals never disagree. With
+        `honour_stop`, also on no stop having been asked for: when one was (after the watcher's last look), nothing
+        is written and its signal is returned, so the turn stores the reply as the stopping client saw it.
         """
         pk = f"CONV#{conversation.id}"
         expires = int(now) + self.retention
@@ -613,7 +654,8 @@ class HistoryStore:
                 "Put": {
                     "TableName": self.table,
                     "Item": items[0],
-                    "ConditionExpression": "id = :id AND #s = :live",
+                    "ConditionExpression": "id = :id AND #s = :live"
+                    + (" AND attribute_not_exists(stop_requested)" if honour_stop else ""),
                     "ExpressionAttributeNames": {"#s": "status"},
                     "ExpressionAttributeValues": to_item({":id": reply.id, ":live": IN_PROGRESS}),
                 }
@@ -638,8 +680,12 @@ class HistoryStore:
             self.client.call("TransactWriteItems", {"TransactItems": transaction, "ClientRequestToken": token})
         except AwsServiceError as exc:
             if exc.code == "TransactionCanceledException" and "ConditionalCheckFailed" in _cancel_reasons(exc):
+                signal = self.stop_signal(conversation.id, reply) if honour_stop else None
+                if signal is not None and not signal.gone:
+                    return signal
                 raise ConflictError("the reply is no longer in progress (deleted or replaced)") from exc
             raise ServiceUnavailableError("could not store the reply") from exc
+        return None
 
     def rollback_turn(
         self, conversation: Conversation, messages: list[StoredMessage], superseded: Sequence[StoredMessage] = ()

@@ -4,7 +4,7 @@ The stored history is authoritative. A request on a conversation URL may carry o
 history again with new messages at the end (openai-python, openai-node `runTools`, the AI SDK), or the history up
 to its last user message (a regenerate). Messages are compared in their normalised form (`Message.normalised`:
 one text part is a string, empty assistant content beside tool calls is null, and tool-call arguments that are
-JSON are compared as compact, key-sorted JSON, because the AI SDK resends `JSON.stringify` of the arguments it
+JSON are compared as compact, key-sorted JSON with numbers as JavaScript reads them, because the AI SDK resends `JSON.stringify` of the arguments it
 parsed, not the provider's bytes; the stored text stays what the provider sent). Rules and their order, and the
 ambiguous cases, are in docs/adr/0009-conversation-turns.md.
 """
@@ -135,7 +135,8 @@ def merge_history(stored: Sequence[Entry], sent: Sequence[Message], *, complete:
     `stored` is the active history, oldest first (superseded replies left out); `complete` says whether it is all
     of it (False: only its newest messages were read, so the request cannot be a resend of all of it).
     In order: the stored history resent with new messages after it; the history up to the last user message (a
-    regenerate of the reply after it); new messages only (no assistant message among them, tool results only for
+    regenerate of the reply after it), or up to a tool loop's last tool result (a regenerate of the reply after
+    those results); new messages only (no assistant message among them, tool results only for
     pending calls, a repeat of the stored leading system prompt dropped); anything else is a conflict.
     """
     messages = tuple(sent)
@@ -162,6 +163,17 @@ def merge_history(stored: Sequence[Entry], sent: Sequence[Message], *, complete:
         if any(e.live for e in block):
             raise ConflictError("the reply to regenerate is still being written; stop it first")
         return Merge("regenerate", (), last_user + 1, superseded=tuple(e.id for e in block))
+    if (
+        complete
+        and size >= 2
+        and history[-1].role == "assistant"
+        and history[-2].role == "tool"
+        and len(messages) == size - 1
+        and _matches(stored[:-1], messages)
+    ):  # a tool loop's last step again (an SDK retrying it): only the reply after the tool results is replaced
+        if stored[-1].live:
+            raise ConflictError("the reply to regenerate is still being written; stop it first")
+        return Merge("regenerate", (), size - 1, superseded=(stored[-1].id,))
     if not any(m.role == "assistant" for m in messages):
         skip = _leading_instructions(stored, messages) if complete else 0
         new = messages[skip:]

@@ -221,9 +221,18 @@ def _estimated_media_tokens(part: AudioPart | FilePart) -> int:
     return -(-len(part.file_data) // 4) if part.file_data else FILE_ID_TOKENS
 
 
+def _js_number(text: str) -> int | float:
+    """A JSON number as JavaScript reads it: a double, integral values without a fraction (`2.0` is `2`)."""
+    value = float(text)
+    return int(value) if value.is_integer() and abs(value) < 1e21 else value
+
+
 def _compact_json(text: str) -> str:
+    # Numbers as JavaScript sees them: the AI SDK resends JSON.stringify(JSON.parse(arguments)), which turns a
+    # model's `2.0` into `2` and rounds integers beyond 2**53.
     try:
-        return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        doc = json.loads(text, parse_float=_js_number, parse_int=_js_number)
+        return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     except (ValueError, RecursionError):
         return text
 

@@ -208,6 +208,12 @@ def check_new_messages(chat: ChatRequest, messages: tuple[Message, ...], policy:
             f"a turn may add at most {policy.max_request_messages} messages; this one adds {len(messages)}",
             param="messages",
         )
+    offset = len(chat.messages) - len(messages)  # the new messages end the request (a resend's suffix)
+    for i, message in enumerate(messages, start=offset):
+        # Only what the turn stores: a resent long reply is already stored (in part items) and is not refused.
+        if len(json.dumps(message.to_openai())) > MAX_STORED_MESSAGE_BYTES:
+            where = f"messages[{i}]"
+            raise BadRequestError(f"{where} is too large to keep in the history", param=where)
     tokens, bound = _input_size(messages, chat.extra_tokens, chat.extra_bound, policy)
     return replace(chat, messages=messages, input_tokens=tokens, input_bound=bound)
 
@@ -249,11 +255,6 @@ def parse_chat_request(
         raise BadRequestError(f"messages may hold at most {most} items{hint}", param="messages")
     messages = tuple(parse_message(m, f"messages[{i}]") for i, m in enumerate(raw_messages))
     _check_content_parts(messages, policy)
-    if grant.conversation_id:
-        for i, message in enumerate(messages):
-            if len(json.dumps(message.to_openai())) > MAX_STORED_MESSAGE_BYTES:
-                where = f"messages[{i}]"
-                raise BadRequestError(f"{where} is too large to keep in the history", param=where)
     model = _model(doc, grant, policy)
     stream = doc.get("stream", False)
     if not isinstance(stream, bool):
