@@ -623,3 +623,29 @@ def test_a_browser_may_send_last_event_id_to_the_stop_and_resume_routes(app_stac
         lower = {k.lower(): v for k, v in headers.items()}
         assert status == 200 and method in lower["access-control-allow-methods"]
         assert "last-event-id" in lower["access-control-allow-headers"].split(",")
+
+
+def test_a_client_that_stopped_reading_resends_the_part_it_showed_and_goes_on(app_stack: LocalStack) -> None:
+    """A plain abort is not a stop: the reply is stored whole; the client resends what it showed and is not stuck."""
+    upstream_control(app_stack)
+    subject = new_subject()
+    answer = signed_url(app_stack, subject=subject)
+    client = client_for(answer)
+    first = client.chat.completions.create(model="local-echo-1", messages=[{"role": "user", "content": "one"}])
+    whole = first.choices[0].message.content or ""
+    shown = whole[:7]  # what the page had shown when it stopped reading
+    resend = [
+        {"role": "user", "content": "one"},
+        {"role": "assistant", "content": shown},
+        {"role": "user", "content": "two"},
+    ]
+    second = client.chat.completions.create(model="local-echo-1", messages=resend)
+    assert second.choices[0].message.content == "Echo (3 messages): two"
+    assert provider_messages(app_stack)[-1] == [("user", "one"), ("assistant", whole), ("user", "two")]
+    stored = messages_of(app_stack, subject, answer["conversation_id"])
+    assert [(m["role"], m["content"]) for m in stored] == [
+        ("user", "one"),
+        ("assistant", whole),
+        ("user", "two"),
+        ("assistant", "Echo (3 messages): two"),
+    ]

@@ -185,3 +185,28 @@ def test_with_only_the_newest_messages_read_a_resend_is_refused_not_guessed() ->
     with pytest.raises(HistoryConflictError, match="send only the new messages"):
         merge_history(history, sent(user("a"), assistant("A"), user("b")), complete=False)
     assert merge_history(history, sent(user("b")), complete=False).kind == "only_new"
+
+
+def test_a_resent_reply_cut_where_the_client_stopped_reading_matches_the_stored_whole() -> None:
+    """useChat's stop() without the stop route keeps the text it showed; the stored reply ran on to its end."""
+    history = stored({"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello there, friend"})
+    for shown in ("Hello th", ""):
+        merge = merge_history(
+            history,
+            sent(
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": shown},
+                {"role": "user", "content": "next"},
+            ),
+        )
+        assert merge.kind == "resent" and [x.text() for x in merge.new] == ["next"]
+    with pytest.raises(HistoryConflictError) as refused:  # not the start of the stored reply: a real difference
+        merge_history(
+            history,
+            sent(
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "Hello there, foe"},
+                {"role": "user", "content": "next"},
+            ),
+        )
+    assert refused.value.param == "messages[1].content"

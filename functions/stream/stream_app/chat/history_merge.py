@@ -42,11 +42,26 @@ class Merge:
     continues_tool_call: bool = False  # the new messages begin with results of the stored reply's tool calls
 
 
+def _shown_part_of(stored: Message, sent: Message) -> bool:
+    """A resent assistant text that is the start of the stored reply: the client saw less than was stored.
+
+    A client that stopped reading (useChat's stop() without the stop route, a dropped connection) keeps the text
+    it had shown while the turn ran on and was stored whole; it resends that part. The stored reply stays what
+    the history holds (it is authoritative), so the client is not stuck with a 409 until it reloads.
+    """
+    return (
+        stored.role == "assistant"
+        and isinstance(stored.content, str)
+        and isinstance(sent.content, str)
+        and stored.content.startswith(sent.content)
+    )
+
+
 def difference(stored: Message, sent: Message) -> str | None:
     """The first field in which two messages differ once normalised, or None when a provider cannot tell them apart."""
     a, b = stored.normalised(), sent.normalised()
     for name in _FIELDS:
-        if getattr(a, name) != getattr(b, name):
+        if getattr(a, name) != getattr(b, name) and not (name == "content" and _shown_part_of(a, b)):
             return name
     return None
 
