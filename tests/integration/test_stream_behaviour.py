@@ -53,7 +53,7 @@ def test_concurrent_turns_in_one_conversation_never_interleave_or_lose_messages(
 
 
 def test_a_client_that_disconnects_still_gets_its_turn_stored(app_stack: LocalStack) -> None:
-    upstream_control(app_stack, delay_ms=40)
+    upstream_control(app_stack, delay_ms=200)  # ~2.6 s: still answering when the history is read
     answer = signed_url(app_stack, subject=new_subject())
     parts = urlsplit(answer["url"])
     conn = httpclient.HTTPConnection(parts.hostname, parts.port, timeout=30)
@@ -69,6 +69,9 @@ def test_a_client_that_disconnects_still_gets_its_turn_stored(app_stack: LocalSt
     conn.sock.close()  # the browser tab went away mid-answer
     deadline = time.monotonic() + 20
     messages = stored(app_stack, answer["conversation_id"])
+    while len(messages) < 2 and time.monotonic() < deadline:  # the first write runs beside the provider call
+        time.sleep(0.05)
+        messages = stored(app_stack, answer["conversation_id"])
     assert [m["status"] for m in messages] == ["complete", "in_progress"]  # visible from the turn's start
     while time.monotonic() < deadline and stored(app_stack, answer["conversation_id"])[1]["status"] == "in_progress":
         time.sleep(0.2)
