@@ -1,6 +1,8 @@
 """Powertools Logger and Metrics, created once; one access-log line and one metrics blob per request.
 
 No message text, URL or query is ever logged: the access line carries only the fields of `Access`.
+Powertools (about 20 ms of imports, a fifth of a cold start) is imported when the first line is logged or the
+first metrics are flushed: a request that logs nothing before its first byte does not wait for it.
 """
 
 from __future__ import annotations
@@ -9,10 +11,10 @@ import re
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Logger, Metrics
 
 SERVICE = "sigstream-stream"
 NAMESPACE = "Sigstream"
@@ -22,8 +24,65 @@ UPSTREAM_CODES = frozenset({"upstream_error", "upstream_timeout"})
 _ACCESS_FIELDS = {"TimeToFirstToken": "ttft_ms", "TokensIn": "tokens_in", "TokensOut": "tokens_out"}
 _URL = re.compile(r"\w+://\S+")
 
-logger = Logger(service=SERVICE)
-metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+
+class _LazyLogger:
+    """Powertools' Logger, made on the first line logged; keys set before then are kept for it."""
+
+    def __init__(self) -> None:
+        self._logger: Logger | None = None
+        self._keys: dict[str, Any] = {}
+
+    def _get(self) -> Logger:
+        if self._logger is None:
+            from aws_lambda_powertools import Logger
+
+            self._logger = Logger(service=SERVICE)
+            if self._keys:
+                self._logger.append_keys(**self._keys)
+        return self._logger
+
+    def append_keys(self, **keys: Any) -> None:
+        """Keys on every later line (until removed)."""
+        if self._logger is None:
+            self._keys.update(keys)
+        else:
+            self._logger.append_keys(**keys)
+
+    def remove_keys(self, keys: list[str]) -> None:
+        """Keys no longer logged."""
+        if self._logger is None:
+            for key in keys:
+                self._keys.pop(key, None)
+        else:
+            self._logger.remove_keys(keys)
+
+    def clear_state(self) -> None:
+        """Drop every appended key."""
+        if self._logger is None:
+            self._keys.clear()
+        else:
+            self._logger.clear_state()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._get(), name)  # info, warning, error, exception, ...
+
+
+class _LazyMetrics:
+    """Powertools' Metrics, made when the first metrics are flushed (after the response)."""
+
+    def __init__(self) -> None:
+        self._metrics: Metrics | None = None
+
+    def get(self) -> Metrics:
+        if self._metrics is None:
+            from aws_lambda_powertools import Metrics
+
+            self._metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+        return self._metrics
+
+
+logger = _LazyLogger()
+metrics = _LazyMetrics()
 
 
 def _warning_as_json(
@@ -59,6 +118,7 @@ class Access:
     tokens_in: int | None = None
     tokens_out: int | None = None
     details: list[tuple[str, float, str, dict[str, str]]] = field(default_factory=list, repr=False)
+    values: list[tuple[str, float, str]] = field(default_factory=list, repr=False)  # flushed in one blob
 
 
 _current = Access(started=time.perf_counter())
@@ -75,7 +135,7 @@ def begin() -> Access:
 def note(**fields: Any) -> None:
     """Set access-line fields of the current request (only those `Access` declares)."""
     for key, value in fields.items():
-        if key not in Access.__dataclass_fields__ or key in ("started", "details"):
+        if key not in Access.__dataclass_fields__ or key in ("started", "details", "values"):
             raise TypeError(f"not an access-log field: {key}")
         setattr(_current, key, value)
 
@@ -85,7 +145,7 @@ def record(name: str, value: float, unit: str = "Count", **dimensions: str) -> N
 
     A `code` or `kind` dimension is an error code: the access line reports it unless one is already set.
     """
-    metrics.add_metric(name=name, unit=getattr(MetricUnit, unit), value=value)
+    _current.values.append((name, value, unit))
     if name in _ACCESS_FIELDS:
         setattr(_current, _ACCESS_FIELDS[name], round(value, 1) if unit == "Milliseconds" else int(value))
     if dimensions:
@@ -117,16 +177,21 @@ def flush() -> None:
     """
     access = _current
     access.latency_ms = round((time.perf_counter() - access.started) * 1000, 1)
-    line = {k: v for k, v in asdict(access).items() if k not in ("started", "details") and v is not None}
+    line = {k: v for k, v in asdict(access).items() if k not in ("started", "details", "values") and v is not None}
     failed = access.status >= 500 or access.outcome == "incomplete"
     (logger.warning if failed else logger.info)("access", extra=line)
-    metrics.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
-    metrics.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=access.latency_ms)
-    metrics.add_metric(name="ServerErrors", unit=MetricUnit.Count, value=int(access.status >= 500))
-    metrics.add_metric(name="ClientErrors", unit=MetricUnit.Count, value=int(400 <= access.status < 500))
-    metrics.add_metric(name="ProviderErrors", unit=MetricUnit.Count, value=int(access.code in UPSTREAM_CODES))
-    metrics.add_dimensions(service=SERVICE, route=access.route)
-    metrics.flush_metrics()
+    from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+    blob = metrics.get()
+    for name, value, unit in access.values:
+        blob.add_metric(name=name, unit=getattr(MetricUnit, unit), value=value)
+    blob.add_metric(name="Requests", unit=MetricUnit.Count, value=1)
+    blob.add_metric(name="Latency", unit=MetricUnit.Milliseconds, value=access.latency_ms)
+    blob.add_metric(name="ServerErrors", unit=MetricUnit.Count, value=int(access.status >= 500))
+    blob.add_metric(name="ClientErrors", unit=MetricUnit.Count, value=int(400 <= access.status < 500))
+    blob.add_metric(name="ProviderErrors", unit=MetricUnit.Count, value=int(access.code in UPSTREAM_CODES))
+    blob.add_dimensions(service=SERVICE, route=access.route)
+    blob.flush_metrics()
     details = list(access.details)
     if access.code:
         details.append(("Errors", 1, "Count", {"code": access.code}))
