@@ -8,6 +8,7 @@ first metrics are flushed: a request that logs nothing before its first byte doe
 from __future__ import annotations
 
 import re
+import threading
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -24,6 +25,8 @@ UPSTREAM_CODES = frozenset({"upstream_error", "upstream_timeout"})
 _ACCESS_FIELDS = {"TimeToFirstToken": "ttft_ms", "TokensIn": "tokens_in", "TokensOut": "tokens_out"}
 _URL = re.compile(r"\w+://\S+")
 
+_MAKING = threading.RLock()  # RLock: a warning raised while Powertools loads logs through the same logger
+
 
 class _LazyLogger:
     """Powertools' Logger, made on the first line logged; keys set before then are kept for it."""
@@ -33,12 +36,14 @@ class _LazyLogger:
         self._keys: dict[str, Any] = {}
 
     def _get(self) -> Logger:
-        if self._logger is None:
-            from aws_lambda_powertools import Logger
+        with _MAKING:  # the watcher thread logs too: one Logger (two would each add a handler: lines twice)
+            if self._logger is None:
+                from aws_lambda_powertools import Logger
 
-            self._logger = Logger(service=SERVICE)
-            if self._keys:
-                self._logger.append_keys(**self._keys)
+                made = Logger(service=SERVICE)
+                if self._keys:
+                    made.append_keys(**self._keys)
+                self._logger = made
         return self._logger
 
     def append_keys(self, **keys: Any) -> None:
@@ -74,10 +79,11 @@ class _LazyMetrics:
         self._metrics: Metrics | None = None
 
     def get(self) -> Metrics:
-        if self._metrics is None:
-            from aws_lambda_powertools import Metrics
+        with _MAKING:
+            if self._metrics is None:
+                from aws_lambda_powertools import Metrics
 
-            self._metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+                self._metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
         return self._metrics
 
 
