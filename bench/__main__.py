@@ -139,7 +139,7 @@ def main() -> int:
         stack.stop()
         counted.stop()
     if only:  # a partial run: the report would lose the other sections
-        print(render(sections, "# Benchmarks (partial: " + ", ".join(sorted(only)) + ")", ""))
+        print(render(sections, "# Benchmarks (partial: " + ", ".join(sorted(only)) + ")", findings(sections)))
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     plot(cold, warm, args.out / "bench-ttfb.png")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from bench.contenders import IMPORT_TOTALS
+from bench.cpu_bound import first_byte_bound
+from bench.lmi import GROUPS, SERIAL
 from bench.report import Row, Section, rows_by_key
 
 
@@ -104,27 +106,86 @@ def _ui_chunks(rows: dict[str, Row]) -> str | None:
     )
 
 
+def _lmi_cpu(cpu: dict[str, float], ttfb: dict[str, float]) -> str:
+    """What the CPU each stream needs says about the four-at-once first byte (the numbers of bench/lmi.py)."""
+    cores, streams = int(cpu["cores"]), int(cpu["streams"])
+
+    def part(prefix: str, phase: str) -> dict[str, float]:
+        return {g: cpu[f"{prefix}{phase}_{g}"] for g in GROUPS}
+
+    def serial(prefix: str) -> dict[str, float]:
+        return {g: cpu[f"{prefix}serial_{g}"] for g in SERIAL}
+
+    ours, floor = part("", "before"), part("floor_", "before")
+    bound = first_byte_bound(ours, serial(""), cores, streams)
+    f_bound = first_byte_bound(floor, serial("floor_"), cores, streams)
+    limit = f"all of it over the {cores} cores" if bound.limited_by == "cores" else f"{GROUPS[bound.limited_by]}'s"
+    text = (
+        f"Alone, a stream needed {_ms(sum(ours.values()))} of CPU (median) until the upstream had its request: "
+        + ", ".join(f"{_ms(ours[g])} in the {name}" for g, name in GROUPS.items())
+        + f"; the floor {_ms(sum(floor.values()))}, "
+        + ", ".join(f"{_ms(floor[g])}" for g in GROUPS)
+        + f". With {streams} at once on {cores} cores the k-th first byte cannot come before k x the larger of "
+        f"all that CPU over the cores and the user-mode part of the moto server's or the bench process's share "
+        f"(one Python process each for all streams; {serial('')['moto']:.0%} and {serial('')['bench']:.0%} of "
+        f"their CPU was user-mode): here {limit}, {_ms(bound.step)}. So the median first byte is at least "
+        f"{_ms(bound.median)}, {bound.median / ttfb['single']:.2f}x the lone first byte (the floor: at least "
+        f"{_ms(f_bound.median)}, {f_bound.median / ttfb['floor_single']:.2f}x; from the core count alone "
+        f"{_ms(bound.cores_only)} and {_ms(f_bound.cores_only)})."
+    )
+    for name, least, single, together in (
+        ("ours", bound.median, ttfb["single"], ttfb["together"]),
+        ("the floor", f_bound.median, ttfb["floor_single"], ttfb["floor_together"]),
+    ):
+        if least > 1.5 * single:
+            text += (
+                f" For {name} that is more than 1.5x: on this machine, with this stack, the target is out of reach "
+                f"by CPU alone; the measured {_ms(together)} is {_ms(together - least)} later than that least."
+            )
+        else:
+            text += (
+                f" For {name} that is not more than 1.5x: the CPU a stream needs before its first byte does not rule "
+                f"the target out here, and the measured {_ms(together)} is {_ms(together - least)} later than CPU "
+                "alone requires."
+            )
+    after = {
+        name: cpu[f"{p}alone_moto"] - cpu[f"{p}before_moto"] for name, p in (("ours", ""), ("the floor", "floor_"))
+    }
+    heavy = [f"{_ms(v)} ({name})" for name, v in after.items() if v > 0.5 * ours["moto"]]
+    if heavy:
+        text += (
+            f" After its request had reached the upstream a lone stream still cost moto {' and '.join(heavy)} "
+            f"(its whole-stream mean less the median until the request); {streams} at once, that work is queued in "
+            "the same moto as the other streams' calls before their first byte."
+        )
+    text += (
+        f" Whole streams cost {_ms(sum(part('', 'alone').values()))} of CPU alone and "
+        f"{_ms(sum(part('', 'at_once').values()))} each {streams} at once (the floor: "
+        f"{_ms(sum(part('floor_', 'alone').values()))} and {_ms(sum(part('floor_', 'at_once').values()))}). "
+        f"Outside these processes the machine kept {cpu['others']:.2f} of its {cores} cores busy during ours' "
+        f"batches and {cpu['floor_others']:.2f} during the floor's (it is shared)."
+    )
+    return text
+
+
 def _lmi(rows: dict[str, Row]) -> str | None:
     done, ttfb = rows.get("lmi_complete"), rows.get("lmi_ttfb")
     if not done or not ttfb:
         return None
     d = ttfb.data
     ratio, floor_ratio = d["together"] / d["single"], d["floor_together"] / d["floor_single"]
-    if floor_ratio >= 0.8 * ratio:
-        cause = (
-            "The floor slows down about as much, so the cause is not ours: four processes making their AWS calls "
-            "and relaying at once share this machine's cores and the local moto server."
-        )
-    else:
-        cause = "The floor slows down much less: the difference is ours to find."
-    return (
+    text = (
         f"**AWS_LAMBDA_MAX_CONCURRENCY=4.** {int(done.data['complete'])} of {int(done.data['total'])} concurrent "
         f"streams completed in {int(done.data['environments'])} environment(s) ({_verdict(done)}); with four at "
         f"once the first byte came after {_ms(d['together'])} p50 against {_ms(d['single'])} one at a time, "
         f"{ratio:.2f}x ({_verdict(ttfb)}; worst {_ms(d['worst'])}). The floor, under the "
         f"same setting on the same machine, went from {_ms(d['floor_single'])} to {_ms(d['floor_together'])} "
-        f"({floor_ratio:.2f}x). {cause}"
+        f"({floor_ratio:.2f}x)."
     )
+    cpu = rows.get("lmi_cpu")
+    if cpu:
+        text += " " + _lmi_cpu(cpu.data, d)
+    return text
 
 
 def _layer(rows: dict[str, Row]) -> str | None:

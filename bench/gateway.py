@@ -7,6 +7,7 @@ import json
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
@@ -76,8 +77,8 @@ def ui_chat_event(answer: dict[str, Any], text: str = "hello") -> bytes:
     return json.dumps(event).encode()
 
 
-def http_first_byte(url: str, body: bytes) -> tuple[float, float, bytes]:
-    """(time to first body byte, total time, body) of a POST."""
+def http_first_byte(url: str, body: bytes, at_first: Callable[[], object] | None = None) -> tuple[float, float, bytes]:
+    """(time to first body byte, total time, body) of a POST; `at_first` is called once the first byte is in."""
     parts = urlsplit(url)
     conn = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=120)
     start = time.perf_counter()
@@ -85,6 +86,8 @@ def http_first_byte(url: str, body: bytes) -> tuple[float, float, bytes]:
     response = conn.getresponse()
     first = response.read1(65536)
     ttfb = time.perf_counter() - start
+    if at_first is not None:
+        at_first()
     rest = response.read()
     return ttfb, time.perf_counter() - start, first + rest
 
