@@ -22,17 +22,19 @@ def median_rank(streams: int) -> float:
     return float(statistics.median(range(1, streams + 1)))
 
 
-def first_byte_bound(cpu: Mapping[str, float], serial: Mapping[str, float], cores: int, streams: int) -> FirstByteBound:
+def first_byte_bound(
+    cpu: Mapping[str, float], serial: Mapping[str, float], cores: float, streams: int
+) -> FirstByteBound:
     """The least median first byte of `streams` streams started at once, each needing `cpu` (s, by process).
 
     The k-th stream to get its first byte needs the pre-first-byte CPU of k streams done: all of it on at most
-    `cores` cores, and the fraction `serial[p]` of process p's share (a process all streams share, whose Python
+    `cores` cores (a fraction when other work holds part of them), and the fraction `serial[p]` of process p's share (a process all streams share, whose Python
     code runs one thread at a time under its GIL) on one core. So t_k >= k * step with
     step = max(sum(cpu) / cores, max(cpu[p] * serial[p])), and the median first byte is at least step times the
     median rank (also over several such batches pooled: each adds every rank once).
     """
-    if cores < 1 or streams < 1:
-        raise ValueError("cores and streams must be >= 1")
+    if cores <= 0 or streams < 1:
+        raise ValueError("cores must be > 0 and streams >= 1")
     if any(v < 0 for v in cpu.values()):
         raise ValueError("CPU times must be >= 0")
     if any(not 0 <= f <= 1 for f in serial.values()):

@@ -119,7 +119,7 @@ def _lmi_cpu(cpu: dict[str, float], ttfb: dict[str, float]) -> str:
     ours, floor = part("", "before"), part("floor_", "before")
     bound = first_byte_bound(ours, serial(""), cores, streams)
     f_bound = first_byte_bound(floor, serial("floor_"), cores, streams)
-    limit = f"all of it over the {cores} cores" if bound.limited_by == "cores" else f"{GROUPS[bound.limited_by]}'s"
+    limit = "all of it over the cores" if bound.limited_by == "cores" else f"the {GROUPS[bound.limited_by]}'s share"
     text = (
         f"Alone, a stream needed {_ms(sum(ours.values()))} of CPU (median) until the upstream had its request: "
         + ", ".join(f"{_ms(ours[g])} in the {name}" for g, name in GROUPS.items())
@@ -151,20 +151,31 @@ def _lmi_cpu(cpu: dict[str, float], ttfb: dict[str, float]) -> str:
     after = {
         name: cpu[f"{p}alone_moto"] - cpu[f"{p}before_moto"] for name, p in (("ours", ""), ("the floor", "floor_"))
     }
-    heavy = [f"{_ms(v)} ({name})" for name, v in after.items() if v > 0.5 * ours["moto"]]
+    heavy = [f"{_ms(v)} for {name}" for name, v in after.items() if v > 0.5 * ours["moto"]]
     if heavy:
         text += (
-            f" After its request had reached the upstream a lone stream still cost moto {' and '.join(heavy)} "
-            f"(its whole-stream mean less the median until the request); {streams} at once, that work is queued in "
-            "the same moto as the other streams' calls before their first byte."
+            f" After the upstream had its request a lone stream still cost moto {' and '.join(heavy)} (whole-stream "
+            f"mean less the median until the request); {streams} at once, that work is queued in the same moto as "
+            "the other streams' calls before their first byte."
         )
     text += (
         f" Whole streams cost {_ms(sum(part('', 'alone').values()))} of CPU alone and "
         f"{_ms(sum(part('', 'at_once').values()))} each {streams} at once (the floor: "
         f"{_ms(sum(part('floor_', 'alone').values()))} and {_ms(sum(part('floor_', 'at_once').values()))}). "
-        f"Outside these processes the machine kept {cpu['others']:.2f} of its {cores} cores busy during ours' "
-        f"batches and {cpu['floor_others']:.2f} during the floor's (it is shared)."
+        f"The machine is shared: outside these processes it kept {cpu['others_alone']:.2f} of its {cores} cores "
+        f"busy during ours' lone streams and {cpu['others']:.2f} during ours' batches (the floor's: "
+        f"{cpu['floor_others_alone']:.2f} and {cpu['floor_others']:.2f})."
     )
+    free, f_free = cores - cpu["others"], cores - cpu["floor_others"]
+    if min(free, f_free) >= 0.1 and max(cpu["others"], cpu["floor_others"]) >= 0.05:
+        held = first_byte_bound(ours, serial(""), free, streams)
+        f_held = first_byte_bound(floor, serial("floor_"), f_free, streams)
+        text += (
+            f" Had that other work kept its cores throughout (a condition, not a measurement: the scheduler need "
+            f"not give it them), the least median first byte would be {_ms(held.median)}, "
+            f"{held.median / ttfb['single']:.2f}x (the floor: {_ms(f_held.median)}, "
+            f"{f_held.median / ttfb['floor_single']:.2f}x)."
+        )
     return text
 
 

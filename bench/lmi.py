@@ -76,6 +76,7 @@ class Measured:
     at_once: dict[str, float] = field(default_factory=dict)  # mean per stream of the four-at-once batches
     serial: dict[str, float] = field(default_factory=dict)  # user CPU's fraction of the shared processes' CPU
     others: float = 0.0  # cores other processes of the machine kept busy during the four-at-once batches
+    others_alone: float = 0.0  # the same during the lone streams
 
 
 def _wait_ready(pool: FunctionPool) -> None:
@@ -127,10 +128,10 @@ def _measure(
     ticks = {g: [0, 0] for g in SERIAL}
     alone = dict.fromkeys(GROUPS, 0.0)
     at_once = dict.fromkeys(GROUPS, 0.0)
-    alone_s = at_once_s = busy = ours = 0.0
+    alone_s = at_once_s = busy = ours = busy_alone = ours_alone = 0.0
     firsts: list[tuple[float, dict[str, int]]] = []  # the time and CPU readings at a lone stream's first byte
     for _ in range(rounds):
-        phase, since = meter.read(), time.monotonic()
+        phase, since, machine = meter.read(), time.monotonic(), machine_busy_seconds()
         was = {g: user_system_ticks(meter.pids[g][0]) for g in SERIAL}
         for _ in range(WORKERS):
             time.sleep(GAP)
@@ -156,6 +157,8 @@ def _measure(
             ticks[g][0] += user - was[g][0]
             ticks[g][1] += system - was[g][1]
         alone_s += time.monotonic() - since
+        busy_alone += machine_busy_seconds() - machine
+        ours_alone += sum(now[g] - phase[g] for g in GROUPS) / 1e9
 
         urls = [url() for _ in range(WORKERS)]
         barrier = threading.Barrier(WORKERS)
@@ -185,6 +188,7 @@ def _measure(
     out.alone = _per_stream(alone, idle, alone_s, streams)
     out.at_once = _per_stream(at_once, idle, at_once_s, streams)
     out.others = max(busy - ours, 0.0) / at_once_s
+    out.others_alone = max(busy_alone - ours_alone, 0.0) / alone_s
     return out
 
 
@@ -269,13 +273,14 @@ def max_concurrency(stack: LocalStack, signer: Any, http_first_byte: Any, quick:
         "higher.",
     )
     section.extra = _table(ours, fl)
-    data: dict[str, float] = {"cores": cores, "streams": WORKERS, "others": ours.others, "floor_others": fl.others}
+    data: dict[str, float] = {"cores": cores, "streams": WORKERS}
     for name, m in (("", ours), ("floor_", fl)):
         for phase in PHASES:
             for g in GROUPS:
                 data[f"{name}{phase}_{g}"] = getattr(m, phase)[g]
         for g in SERIAL:
             data[f"{name}serial_{g}"] = m.serial[g]
+        data[f"{name}others"], data[f"{name}others_alone"] = m.others, m.others_alone
     section.rows += [
         Row(
             "max concurrency",
