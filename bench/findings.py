@@ -123,12 +123,12 @@ def _lmi_cpu(cpu: dict[str, float], ttfb: dict[str, float]) -> str:
     text = (
         f"Alone, a stream needed {_ms(sum(ours.values()))} of CPU (median) until the upstream had its request: "
         + ", ".join(f"{_ms(ours[g])} in the {name}" for g, name in GROUPS.items())
-        + f"; the floor {_ms(sum(floor.values()))}, "
+        + f"; the floor {_ms(sum(floor.values()))} ("
         + ", ".join(f"{_ms(floor[g])}" for g in GROUPS)
-        + f". With {streams} at once on {cores} cores the k-th first byte cannot come before k x the larger of "
+        + f"). With {streams} at once on {cores} cores the k-th first byte cannot come before k x the larger of "
         f"all that CPU over the cores and the user-mode part of the moto server's or the bench process's share "
-        f"(one Python process each for all streams; {serial('')['moto']:.0%} and {serial('')['bench']:.0%} of "
-        f"their CPU was user-mode): here {limit}, {_ms(bound.step)}. So the median first byte is at least "
+        f"(one Python process each for all streams; in ours' run {serial('')['moto']:.0%} and "
+        f"{serial('')['bench']:.0%} of their CPU was user-mode): here {limit}, {_ms(bound.step)}. So the median first byte is at least "
         f"{_ms(bound.median)}, {bound.median / ttfb['single']:.2f}x the lone first byte (the floor: at least "
         f"{_ms(f_bound.median)}, {f_bound.median / ttfb['floor_single']:.2f}x; from the core count alone "
         f"{_ms(bound.cores_only)} and {_ms(f_bound.cores_only)})."
@@ -139,8 +139,9 @@ def _lmi_cpu(cpu: dict[str, float], ttfb: dict[str, float]) -> str:
     ):
         if least > 1.5 * single:
             text += (
-                f" For {name} that is more than 1.5x: on this machine, with this stack, the target is out of reach "
-                f"by CPU alone; the measured {_ms(together)} is {_ms(together - least)} later than that least."
+                f" For {name} that is more than 1.5x: on this machine, with this stack, the CPU a stream needs before "
+                f"its first byte puts the target out of reach; the measured {_ms(together)} is "
+                f"{_ms(together - least)} later than that least."
             )
         else:
             text += (
@@ -155,8 +156,8 @@ def _lmi_cpu(cpu: dict[str, float], ttfb: dict[str, float]) -> str:
     if heavy:
         text += (
             f" After the upstream had its request a lone stream still cost moto {' and '.join(heavy)} (whole-stream "
-            f"mean less the median until the request); {streams} at once, that work is queued in the same moto as "
-            "the other streams' calls before their first byte."
+            f"mean less the median until the request); {streams} at once, that work competes, in the same moto "
+            "(DynamoDB requests one at a time), with the other streams' calls before their first byte."
         )
     text += (
         f" Whole streams cost {_ms(sum(part('', 'alone').values()))} of CPU alone and "
