@@ -150,13 +150,13 @@ def _lmi_cpu(cpu: dict[str, float], ttfb: dict[str, float]) -> str:
                 "alone requires."
             )
     after = {
-        name: cpu[f"{p}alone_moto"] - cpu[f"{p}before_moto"] for name, p in (("ours", ""), ("the floor", "floor_"))
+        name: cpu[f"{p}alone_moto"] - cpu[f"{p}before_mean_moto"] for name, p in (("ours", ""), ("the floor", "floor_"))
     }
     heavy = [f"{_ms(v)} for {name}" for name, v in after.items() if v > 0.5 * ours["moto"]]
     if heavy:
         text += (
-            f" After the upstream had its request a lone stream still cost moto {' and '.join(heavy)} (whole-stream "
-            f"mean less the median until the request); {streams} at once, that work competes, in the same moto "
+            f" After the upstream had its request a lone stream still cost moto {' and '.join(heavy)} (means per "
+            f"stream); {streams} at once, that work competes, in the same moto "
             "(DynamoDB requests one at a time), with the other streams' calls before their first byte."
         )
     text += (

@@ -72,6 +72,7 @@ class Measured:
     environments: int
     before: dict[str, float] = field(default_factory=dict)  # lone streams' median, until the upstream had the request
     until_first: dict[str, float] = field(default_factory=dict)  # lone streams' median, until the first byte
+    before_mean: dict[str, float] = field(default_factory=dict)  # lone streams' mean, until the upstream had it
     alone: dict[str, float] = field(default_factory=dict)  # mean per lone stream, everything it caused
     at_once: dict[str, float] = field(default_factory=dict)  # mean per stream of the four-at-once batches
     serial: dict[str, float] = field(default_factory=dict)  # user CPU's fraction of the shared processes' CPU
@@ -183,6 +184,7 @@ def _measure(
     streams = rounds * WORKERS
     out.environments = len(pool.environments)
     out.before = {g: median(v) for g, v in before.items()}
+    out.before_mean = {g: sum(v) / len(v) for g, v in before.items()}
     out.until_first = {g: median(v) for g, v in until_first.items()}
     out.serial = {g: user / max(user + system, 1) for g, (user, system) in ticks.items()}
     out.alone = _per_stream(alone, idle, alone_s, streams)
@@ -275,7 +277,7 @@ def max_concurrency(stack: LocalStack, signer: Any, http_first_byte: Any, quick:
     section.extra = _table(ours, fl)
     data: dict[str, float] = {"cores": cores, "streams": WORKERS}
     for name, m in (("", ours), ("floor_", fl)):
-        for phase in PHASES:
+        for phase in (*PHASES, "before_mean"):
             for g in GROUPS:
                 data[f"{name}{phase}_{g}"] = getattr(m, phase)[g]
         for g in SERIAL:

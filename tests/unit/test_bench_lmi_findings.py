@@ -11,7 +11,7 @@ def _section(single: float, before: dict[str, float], others: float = 0.0) -> Se
     """A max-concurrency section as bench/lmi.py makes it, with chosen numbers (seconds)."""
     data: dict[str, float] = {"cores": 2, "streams": 4}
     for prefix in ("", "floor_"):
-        for phase in PHASES:
+        for phase in (*PHASES, "before_mean"):
             for g in GROUPS:
                 data[f"{prefix}{phase}_{g}"] = before[g] * (4 if phase in ("alone", "at_once") else 1)
         for g in SERIAL:
