@@ -1,7 +1,9 @@
 """urllib3 vs http.client for the upstream call: import time, CPU per request, CPU per streamed chunk.
 
+And, per whole short request, the AWS client's own exchange (sigstream.adapters.http_exchange) beside both.
 `python -m bench.http_clients` (PYTHONPATH as for `make bench`). The numbers are recorded in
-docs/adr/0007-upstream-client.md. The server runs in another process, so process CPU is the client's own.
+docs/adr/0007-upstream-client.md and docs/adr/0010-aws-http-exchange.md. The server runs in another process,
+so process CPU is the client's own.
 """
 
 from __future__ import annotations
@@ -72,6 +74,20 @@ def urllib3_post(url: str) -> Callable[[], int]:
     return post
 
 
+def exchange_post(url: str) -> Callable[[], int]:
+    """The AWS client's exchange: one write, the whole answer read at once."""
+    from sigstream.adapters.http_exchange import KeepAliveConnection
+
+    parts = urlsplit(url)
+    conn = KeepAliveConnection(parts.hostname or "", parts.port or 80, timeout=30)
+
+    def post() -> int:
+        conn.request("POST", parts.path + "/chat/completions", HEADERS, BODY)
+        return 1
+
+    return post
+
+
 def cpu_per(post: Callable[[], int], repeat: int) -> tuple[float, float]:
     """(CPU seconds per request, CPU seconds per read) over `repeat` requests."""
     post()  # connect and warm up
@@ -94,19 +110,21 @@ def _server(reply: str, delay_ms: float = 0.0) -> tuple[subprocess.Popen[str], s
 
 def main() -> None:
     """Print the measurements as a markdown table."""
-    rows = [
+    rows: list[tuple[str, ...]] = [
         (
             "import (on top of http.client, ssl, json)",
             "0 ms (already loaded)",
             f"{import_cost('urllib3', 15) * 1000:.1f} ms",
+            f"{import_cost('sigstream.adapters.http_exchange', 15) * 1000:.1f} ms",
         )
     ]
     short, base = _server("ok")
     try:
-        per_request: dict[str, list[float]] = {"stdlib": [], "urllib3": []}
+        per_request: dict[str, list[float]] = {"stdlib": [], "urllib3": [], "exchange": []}
         for _ in range(5):  # interleaved rounds
             per_request["stdlib"].append(cpu_per(stdlib_post(base), 400)[0])
             per_request["urllib3"].append(cpu_per(urllib3_post(base), 400)[0])
+            per_request["exchange"].append(cpu_per(exchange_post(base), 400)[0])
     finally:
         short.kill()
     # Paced (0.05 ms per event) so most events arrive in a read of their own, as from a real provider.
@@ -123,6 +141,7 @@ def main() -> None:
             "CPU per request (short answer, keep-alive)",
             f"{statistics.median(per_request['stdlib']) * 1e6:.0f} us",
             f"{statistics.median(per_request['urllib3']) * 1e6:.0f} us",
+            f"{statistics.median(per_request['exchange']) * 1e6:.0f} us",
         )
     )
     rows.append(
@@ -130,9 +149,10 @@ def main() -> None:
             "CPU per streamed event (20,000 events, one per read)",
             f"{statistics.median(per_read['stdlib']) * 1e6:.1f} us",
             f"{statistics.median(per_read['urllib3']) * 1e6:.1f} us",
+            "(not a streaming client)",
         )
     )
-    print("| measurement | http.client | urllib3 |\n|---|---|---|")
+    print("| measurement | http.client | urllib3 | AWS client's exchange |\n|---|---|---|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
 

@@ -346,5 +346,5 @@ def test_the_retry_quota_stops_retries_when_a_dependency_keeps_failing(servers: 
 def test_every_https_connection_shares_one_tls_context() -> None:
     env = _env(AWS_REGION="us-east-1")
     connections = [client_from_environment(p, env)._connection() for p in (DYNAMODB, SECRETS_MANAGER)]
-    contexts = {id(conn._context) for conn in connections}  # type: ignore[attr-defined]
+    contexts = {id(conn.tls) for conn in connections}
     assert contexts == {id(client_context())}  # the CA bundle is loaded once per process, not per connection

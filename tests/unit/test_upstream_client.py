@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import gzip
-import ipaddress
 import json
 import os
 import socket
@@ -21,6 +19,7 @@ import pytest
 
 from sigstream.core.errors import BadRequestError, RateLimitedError, UpstreamError, UpstreamTimeoutError
 from stream_app.adapters.upstream_client import UpstreamClient, retry_after_seconds, status_error
+from tests.tls import self_signed_server_context
 
 SSE = b'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\ndata: [DONE]\n\n'
 
@@ -396,37 +395,8 @@ def test_an_error_body_never_crashes_the_mapping_nor_echoes_the_key() -> None:
     assert "sk-live-123" not in echoed.message and "[redacted]" in echoed.message
 
 
-def _self_signed(directory: Path) -> ssl.SSLContext:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(1)
-        .not_valid_before(now - dt.timedelta(days=1))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .sign(key, hashes.SHA256())
-    )
-    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "key.pem").write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
-    return context
-
-
 def test_a_provider_with_an_untrusted_certificate_is_refused_once_not_retried(tmp_path: Path) -> None:
-    context = _self_signed(tmp_path)
+    context = self_signed_server_context(tmp_path)
     listener = socket.create_server(("127.0.0.1", 0))
     handshakes: list[str] = []
 

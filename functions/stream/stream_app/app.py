@@ -8,7 +8,7 @@ from typing import Any
 from sigstream.adapters.aws_client import DYNAMODB, SECRETS_MANAGER, AwsServiceError, client_from_environment
 from sigstream.adapters.aws_credentials import credentials_from_environment
 from sigstream.adapters.secret_cache import SecretCache
-from sigstream.adapters.thread_pool import ProcessThreadPool
+from sigstream.adapters.thread_pool import DaemonThreads, ProcessThreadPool
 from sigstream.core.errors import MethodNotAllowedError, NotFoundError, ServiceUnavailableError, SigstreamError
 from sigstream.core.routes import match_route
 from sigstream.core.settings import ConfigError, StreamSettings, parse_sw1_apps
@@ -40,8 +40,18 @@ class StreamApp:
         self.upstream = upstream
         self.clock = clock
         self.pool = ProcessThreadPool(max_workers=4, thread_name_prefix="aws")  # threads start per worker
+        # Each streaming conversation turn holds one for its whole stream; threads are reused across turns.
+        self.watchers = DaemonThreads("turn-watch")
+        key_secret = settings.provider_key_secret
         self.chat = ChatDeps(
-            settings, store, upstream, lambda: secrets.get(settings.provider_key_secret).strip(), clock, self.pool
+            settings,
+            store,
+            upstream,
+            lambda: secrets.get(key_secret).strip(),
+            clock,
+            self.pool,
+            self.watchers,
+            cached_provider_key=lambda: _stripped(secrets.cached(key_secret)),
         )
 
     def handle(self, event: Any, deadline: float | None = None, upstream_deadline: float | None = None) -> HttpResult:
@@ -162,6 +172,10 @@ class StreamApp:
             connect_timeout=self.settings.upstream_connect_timeout_seconds,
             upstream=self.upstream,
         )
+
+
+def _stripped(value: str | None) -> str | None:
+    return None if value is None else value.strip()
 
 
 def _request_id(event: Any) -> str:

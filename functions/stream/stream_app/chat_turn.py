@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from sigstream.core.errors import (
@@ -88,6 +89,9 @@ class ChatDeps:
     provider_key: Callable[[], str]
     clock: Callable[[], float]
     pool: Executor
+    watchers: Executor  # runs each streaming turn's TurnWatch for the whole stream
+    # The provider key when the cache holds a fresh one (no I/O), else None: the warm path skips a thread handoff.
+    cached_provider_key: Callable[[], str | None] = lambda: None
     policy: ChatPolicy = field(init=False)
 
     def __post_init__(self) -> None:
@@ -142,32 +146,51 @@ def _give_back_nonce(deps: ChatDeps, grant: Grant) -> None:
         logger.warning("could not give back a single-use URL", extra={"error": type(exc).__name__})
 
 
+def _together(pool: Executor, jobs: dict[str, Callable[[], Any]]) -> dict[str, Future[Any]]:
+    """Run the jobs at once: all but the last on the pool, the last on this thread (one handoff fewer)."""
+    names = list(jobs)
+    futures = {name: pool.submit(jobs[name]) for name in names[:-1]}
+    if names:
+        here: Future[Any] = Future()
+        try:
+            here.set_result(jobs[names[-1]]())
+        except Exception as exc:
+            here.set_exception(exc)
+        futures[names[-1]] = here
+    for future in futures.values():
+        future.exception()  # waits
+    return futures
+
+
 def _gather(deps: ChatDeps, grant: Grant, chat: ChatRequest) -> tuple[str, History | None, Reservation | None]:
     """Key, rate/budget reservation (stateless) or history, and nonce in parallel: one round trip of latency."""
     subject, conversation_id = grant.subject, grant.conversation_id
     s = deps.settings
-    jobs: dict[str, Future[Any]] = {"key": deps.pool.submit(deps.provider_key)}
+    key = deps.cached_provider_key()
+    jobs: dict[str, Callable[[], Any]] = {} if key is not None else {"key": deps.provider_key}
+    if grant.nonce:
+        jobs["nonce"] = partial(deps.store.consume_nonce, grant.nonce, grant.expires + 60)
     if conversation_id:  # the reservation needs the history window's size: it follows the load
         want = max(s.history_max_messages, len(chat.messages) + REGENERATE_SLACK)
-        jobs["history"] = deps.pool.submit(deps.store.load_history, conversation_id, subject, want)
+        jobs["history"] = partial(deps.store.load_history, conversation_id, subject, want)
     else:
-        jobs["reservation"] = deps.pool.submit(_reserve, deps, grant, chat.input_bound + chat.output_tokens)
-    if grant.nonce:
-        jobs["nonce"] = deps.pool.submit(deps.store.consume_nonce, grant.nonce, grant.expires + 60)
+        jobs["reservation"] = partial(_reserve, deps, grant, chat.input_bound + chat.output_tokens)
+    done = _together(deps.pool, jobs)
     # Report the most meaningful failure: used nonce, rate limit, unknown conversation, then availability.
-    errors = [e for e in (f.exception() for f in jobs.values()) if e]
+    errors = [e for e in (f.exception() for f in done.values()) if e]
     if errors:
-        if "reservation" in jobs and jobs["reservation"].exception() is None:
-            _Budget(deps, jobs["reservation"].result(), 0).settle(0)
-        if "nonce" in jobs and jobs["nonce"].exception() is None:
+        if "reservation" in done and done["reservation"].exception() is None:
+            _Budget(deps, done["reservation"].result(), 0).settle(0)
+        if "nonce" in done and done["nonce"].exception() is None:
             _give_back_nonce(deps, grant)
         for error in sorted(errors, key=lambda e: getattr(e, "status", 999) == 503):
             if isinstance(error, SigstreamError):
                 raise error
             raise ServiceUnavailableError("a dependency failed") from error
-    key = jobs["key"].result()
-    history = jobs["history"].result() if conversation_id else None
-    reservation = jobs["reservation"].result() if "reservation" in jobs else None
+    if key is None:
+        key = done["key"].result()
+    history = done["history"].result() if conversation_id else None
+    reservation = done["reservation"].result() if "reservation" in done else None
     return key, history, reservation
 
 
@@ -377,6 +400,7 @@ class _Turn:
             self.begun,
             self.reply.text_so_far,
             self._on_stop,
+            self.deps.watchers,
             clock=self.deps.clock,
             deadline=self.deadline,
             checkpoints=self.chat.stream,

@@ -9,7 +9,6 @@ backoff under a retry quota (a token bucket), so a failing dependency is not ham
 
 from __future__ import annotations
 
-import http.client
 import json
 import random
 import threading
@@ -26,6 +25,7 @@ from sigstream.adapters.aws_credentials import (
     StaticCredentials,
     credentials_from_environment,
 )
+from sigstream.adapters.http_exchange import KeepAliveConnection
 from sigstream.adapters.per_process import PerProcess
 from sigstream.adapters.tls import client_context
 from sigstream.core.aws_endpoints import configured_endpoint, default_endpoint, signing_host
@@ -152,7 +152,7 @@ class AwsJsonClient:
         url = urlsplit(self.endpoint)
         self._secure = url.scheme == "https"
         self._hostname, self._port = url.hostname or "", url.port
-        self._host = signing_host(self.endpoint)  # exactly the Host header http.client sends
+        self._host = signing_host(self.endpoint)  # the Host header, as HTTP clients send it for this URL
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.base_delay = base_delay
@@ -163,25 +163,16 @@ class AwsJsonClient:
         self._local = PerProcess(threading.local)
         self.requests = 0  # counted for benchmarks: AWS requests per chat turn
 
-    def _connection(self) -> http.client.HTTPConnection:
+    def _connection(self) -> KeepAliveConnection:
         local = self._local.get()
-        conn: http.client.HTTPConnection | None = getattr(local, "conn", None)
+        conn: KeepAliveConnection | None = getattr(local, "conn", None)
         if conn is None:
-            if self._secure:  # one CA bundle load per process, not one per connection
-                conn = http.client.HTTPSConnection(
-                    self._hostname, self._port, timeout=self.timeout, context=client_context()
-                )
-            else:
-                conn = http.client.HTTPConnection(self._hostname, self._port, timeout=self.timeout)
+            # One CA bundle load per process, not one per connection.
+            tls = client_context() if self._secure else None
+            port = self._port or (443 if self._secure else 80)
+            conn = KeepAliveConnection(self._hostname, port, timeout=self.timeout, tls=tls)
             local.conn = conn
         return conn
-
-    def _drop_connection(self) -> None:
-        local = self._local.get()
-        conn = getattr(local, "conn", None)
-        if conn is not None:
-            conn.close()
-            local.conn = None
 
     def _send(self, operation: str, body: bytes) -> tuple[int, bytes]:
         amz_date = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -208,15 +199,12 @@ class AwsJsonClient:
         conn = self._connection()
         self.requests += 1
         try:
-            conn.request("POST", "/", body=body, headers=headers)
-            response = conn.getresponse()
-            data = response.read()
-        except (OSError, http.client.HTTPException) as exc:
-            self._drop_connection()
+            answer = conn.request("POST", "/", headers, body)
+        except OSError as exc:  # the connection is closed; a retry opens a new one
             raise AwsServiceError("ConnectionError", str(exc), 0) from exc
-        if response.will_close:
-            self._drop_connection()
-        return response.status, data
+        except ValueError as exc:  # e.g. a session token with a line break: retrying cannot help
+            raise AwsServiceError("CredentialsError", "the credentials cannot be sent in a header", 0) from exc
+        return answer.status, answer.body
 
     def _attempt(self, operation: str, body: bytes) -> dict[str, Any]:
         status, data = self._send(operation, body)

@@ -34,8 +34,14 @@ class SecretCache:
         self.max_stale = max_stale
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
+        self._parsed_keys: tuple[str, SigningKeys] | None = None  # (secret text, its keys): parsed once per value
         # Values cached before a fork stay valid in the workers; the lock must be each worker's own.
         self._lock = PerProcess(threading.Lock)
+
+    def cached(self, secret_id: str) -> str | None:
+        """The value when a fresh one is held (no I/O), else None."""
+        entry = self._entries.get(secret_id)
+        return entry.value if entry and self._clock() - entry.fetched_at < self.ttl else None
 
     def get(self, secret_id: str) -> str:
         """The secret string; ServiceUnavailableError when none can be had."""
@@ -62,9 +68,15 @@ class SecretCache:
 
     def signing_keys(self, secret_id: str) -> SigningKeys:
         """The URL signing keys; a malformed secret is a deployment fault (503, cause logged), not a crash."""
+        text = self.get(secret_id)
+        parsed = self._parsed_keys
+        if parsed is not None and parsed[0] == text:
+            return parsed[1]
         try:
-            return parse_signing_keys(self.get(secret_id))
+            keys = parse_signing_keys(text)
         except ConfigError as exc:
             raise ServiceUnavailableError(
                 "signing keys are temporarily unavailable", detail=f"secret {secret_id!r}: {exc}"
             ) from exc
+        self._parsed_keys = (text, keys)
+        return keys

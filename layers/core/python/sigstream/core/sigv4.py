@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Sequence
+from functools import lru_cache
 from urllib.parse import quote
 
 
@@ -63,10 +64,16 @@ def signature(
     date = amz_date[:8]
     scope = f"{date}/{region}/{service}/aws4_request"
     to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
+    return hmac.digest(signing_key(secret_key, date, region, service), to_sign.encode(), "sha256").hex()
+
+
+@lru_cache(maxsize=16)
+def signing_key(secret_key: str, date: str, region: str, service: str) -> bytes:
+    """The derived key for one day, region and service (four HMACs; the same all day, so kept)."""
     key = f"AWS4{secret_key}".encode()
     for part in (date, region, service, "aws4_request"):
-        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
-    return hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+        key = hmac.digest(key, part.encode(), "sha256")
+    return key
 
 
 def sign_headers(
