@@ -29,44 +29,47 @@ _MAKING = threading.RLock()  # RLock: a warning raised while Powertools loads lo
 
 
 class _LazyLogger:
-    """Powertools' Logger, made on the first line logged; keys set before then are kept for it."""
+    """Powertools' Logger, made on the first line logged.
+
+    Appended keys are kept here and given to Powertools only when a line is logged: a request sets and clears
+    its keys before its first byte, and most requests log their first line after it (the access line).
+    """
 
     def __init__(self) -> None:
         self._logger: Logger | None = None
         self._keys: dict[str, Any] = {}
+        self._synced = False  # whether the Logger's keys are ours
 
     def _get(self) -> Logger:
         with _MAKING:  # the watcher thread logs too: one Logger (two would each add a handler: lines twice)
             if self._logger is None:
                 from aws_lambda_powertools import Logger
 
-                made = Logger(service=SERVICE)
-                if self._keys:
-                    made.append_keys(**self._keys)
-                self._logger = made
+                self._logger = Logger(service=SERVICE)
+            if not self._synced:
+                self._logger.clear_state()
+                self._logger.append_keys(**self._keys)
+                self._synced = True
         return self._logger
 
     def append_keys(self, **keys: Any) -> None:
         """Keys on every later line (until removed)."""
-        if self._logger is None:
+        with _MAKING:
             self._keys.update(keys)
-        else:
-            self._logger.append_keys(**keys)
+            self._synced = False
 
     def remove_keys(self, keys: list[str]) -> None:
         """Keys no longer logged."""
-        if self._logger is None:
+        with _MAKING:
             for key in keys:
                 self._keys.pop(key, None)
-        else:
-            self._logger.remove_keys(keys)
+            self._synced = False
 
     def clear_state(self) -> None:
         """Drop every appended key."""
-        if self._logger is None:
+        with _MAKING:
             self._keys.clear()
-        else:
-            self._logger.clear_state()
+            self._synced = False
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._get(), name)  # info, warning, error, exception, ...
