@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 
 from sigstream.adapters.per_process import PerProcess
-from sigstream.adapters.thread_pool import ProcessThreadPool
+from sigstream.adapters.thread_pool import DaemonThreads, ProcessThreadPool
 from sigstream_runtime.bootstrap import threads_before_fork
 
 
@@ -46,6 +46,28 @@ def test_a_thread_pool_used_before_the_fork_still_runs_work_in_the_child() -> No
     pool = ProcessThreadPool(max_workers=2)
     assert pool.submit(lambda: 1).result(timeout=5) == 1  # the parent's threads exist now
     # A plain ThreadPoolExecutor would hand the job to threads that do not exist in the child: a hang.
+    assert in_child(lambda: pool.submit(os.getpid).result(timeout=5) == os.getpid())
+
+
+def test_daemon_threads_are_reused_never_hold_up_exit_and_run_work_in_a_forked_child() -> None:
+    pool = DaemonThreads("watch")
+    first = pool.submit(threading.current_thread).result(timeout=5)
+    assert first.daemon and first.name == "watch"
+    threading.Event().wait(0.05)  # the thread is idle again
+    assert pool.submit(threading.current_thread).result(timeout=5) is first  # a handoff, not a new thread
+    release = threading.Event()
+
+    def hold() -> threading.Thread:
+        release.wait(5)
+        return threading.current_thread()
+
+    busy = pool.submit(hold)
+    other = pool.submit(threading.current_thread).result(timeout=5)  # not queued behind the job that waits
+    assert not release.is_set()
+    release.set()
+    assert busy.result(timeout=5) is not other  # one thread per job running at once
+    failed = pool.submit(lambda: 1 // 0)
+    assert isinstance(failed.exception(timeout=5), ZeroDivisionError)
     assert in_child(lambda: pool.submit(os.getpid).result(timeout=5) == os.getpid())
 
 
