@@ -45,6 +45,7 @@ def test_the_handler_imports_without_the_openai_sdk_or_its_http_stack() -> None:
     assert not any(m.split(".")[0] in {"aws_lambda_powertools", "botocore"} for m in modules)
     assert loaded["threads"] == ["MainThread"]  # nothing running when the runtime forks its workers
     assert "stream_app.ui_chat" not in modules  # the AI SDK's routes load on their first request (~5 ms)
+    assert "stream_app.conversations" not in modules  # so do the history, stop and resume routes (~3 ms)
 
 
 def test_importtime_shows_no_sdk_on_the_cold_path() -> None:
