@@ -27,6 +27,10 @@ class ResponseFormatError(OSError):
     """The server's answer is not HTTP/1.x as this reader accepts it (a transport failure, like a reset)."""
 
 
+class HeaderValueError(ValueError):
+    """A header this client will not send: it could split the request, or is not Latin-1 text."""
+
+
 class ServerClosedError(ConnectionError):
     """The server closed the connection before its answer was complete."""
 
@@ -45,10 +49,13 @@ def request_bytes(method: str, target: str, headers: Mapping[str, str], body: by
     lines = [f"{method} {target} HTTP/1.1"]
     for name, value in headers.items():
         if not name.isascii() or not name.replace("-", "").isalnum() or "\r" in value or "\n" in value:
-            raise ValueError(f"header {name!r} cannot be sent")
+            raise HeaderValueError(f"header {name!r} cannot be sent")
         lines.append(f"{name}: {value}")
     lines.append(f"content-length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    try:
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    except UnicodeEncodeError as exc:
+        raise HeaderValueError("a header value is not Latin-1 text") from exc
 
 
 def parse_head(head: bytes) -> tuple[str, int, dict[str, str]]:
@@ -91,7 +98,8 @@ def content_length(headers: Mapping[str, str]) -> int | None:
     if value is None:
         return None
     values = {v.strip() for v in value.split(",")}
-    if len(values) != 1 or not next(iter(values)).isdigit():
+    # str.isdigit() also accepts Latin-1 superscripts (a header is decoded as Latin-1), which int() refuses.
+    if len(values) != 1 or not next(iter(values)).isascii() or not next(iter(values)).isdigit():
         raise ResponseFormatError("a malformed Content-Length")
     return int(values.pop())
 
