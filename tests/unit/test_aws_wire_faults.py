@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import http.client
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from sigstream.adapters.aws_client import DYNAMODB, AwsJsonClient, AwsServiceError, Credentials
 from sigstream.adapters.http_exchange import ResponseFormatError, content_length
+from sigstream.core.errors import AlreadyUsedError
+from stream_app.adapters.history_store import HistoryStore
 
 CREDS = Credentials("AKIDEXAMPLE", "secret")
 OK = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: 2\r\n\r\n{}"
@@ -101,3 +104,115 @@ def test_a_session_token_that_cannot_be_sent_is_refused_before_any_byte_and_not_
         client.call("GetItem", {})
     assert caught.value.code == "CredentialsError" and not caught.value.retryable
     assert client.requests == 1 and server.requests == []
+
+
+def _read_request(conn: socket.socket) -> tuple[bytes, dict[str, str], bytes] | None:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        more = conn.recv(65536)
+        if not more:
+            return None
+        data += more
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    while len(body) < int(headers.get("content-length", "0")):
+        body += conn.recv(65536)
+    return head, headers, body
+
+
+class LossyFront:
+    """A keep-alive front to moto server that forwards every request but drops the answers `lose` picks.
+
+    A dropped answer is what a reset NAT, a Lambda freeze or a proxy timeout does after the service has
+    applied the request: the connection closes with no answer.
+    """
+
+    def __init__(self, moto_port: int, lose: Callable[[str], bool]) -> None:
+        self.moto_port, self.lose = moto_port, lose
+        self.targets: list[str] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        moto = http.client.HTTPConnection("127.0.0.1", self.moto_port, timeout=10)
+        with conn:
+            while (request := _read_request(conn)) is not None:
+                _, headers, body = request
+                target = headers.get("x-amz-target", "")
+                self.targets.append(target)
+                moto.request("POST", "/", body, {k: v for k, v in headers.items() if k != "content-length"})
+                answer = moto.getresponse()
+                data = answer.read()
+                if self.lose(target):
+                    return  # applied by the service; the answer never arrives
+                conn.sendall(
+                    b"HTTP/1.1 %d OK\r\nContent-Type: application/x-amz-json-1.0\r\nContent-Length: %d\r\n\r\n%s"
+                    % (answer.status, len(data), data)
+                )
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def moto_dynamodb() -> Iterator[int]:
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    port = server.get_host_and_port()[1]
+    boto3.client(
+        "dynamodb",
+        endpoint_url=f"http://127.0.0.1:{port}",
+        region_name="us-east-1",
+        aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key="secret",
+    ).create_table(
+        TableName="t",
+        KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+        AttributeDefinitions=[
+            {"AttributeName": "pk", "AttributeType": "S"},
+            {"AttributeName": "sk", "AttributeType": "S"},
+        ],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    yield port
+    server.stop()
+
+
+def _store_behind(front: LossyFront) -> HistoryStore:
+    client = AwsJsonClient(
+        DYNAMODB, region="us-east-1", credentials=CREDS, endpoint=f"http://127.0.0.1:{front.port}", sleep=lambda _: None
+    )
+    return HistoryStore(client, "t", 30)
+
+
+def test_a_first_use_whose_answer_was_lost_is_not_reported_as_already_used(moto_dynamodb: int) -> None:
+    lost: list[str] = []
+
+    def lose_first_put(target: str) -> bool:
+        if target.endswith(".PutItem") and not lost:
+            lost.append(target)
+            return True
+        return False
+
+    front = LossyFront(moto_dynamodb, lose_first_put)
+    try:
+        store = _store_behind(front)
+        store.consume_nonce("nonce-lost-answer", 2_000_000_000)  # the client's one and only use
+        assert lost and front.targets.count("DynamoDB_20120810.PutItem") == 2  # it was sent again
+        with pytest.raises(AlreadyUsedError):  # and the URL is still single-use
+            store.consume_nonce("nonce-lost-answer", 2_000_000_000)
+    finally:
+        front.close()

@@ -1025,18 +1025,27 @@ class HistoryStore:
         )
 
     def consume_nonce(self, nonce: str, expires: int) -> None:
-        """Mark a single-use URL as used; a second use raises AlreadyUsedError."""
+        """Mark a single-use URL as used; a second use raises AlreadyUsedError.
+
+        The item carries a claim of this call: when an attempt's answer is lost after DynamoDB applied it, the
+        client's retry fails the condition against our own item, which is then our use, not a second one.
+        """
+        claim = uuid.uuid4().hex
         try:
             self.client.call(
                 "PutItem",
                 {
                     "TableName": self.table,
-                    "Item": to_item({"pk": f"NONCE#{nonce}", "sk": "NONCE", "expires_at": expires}),
+                    "Item": to_item({"pk": f"NONCE#{nonce}", "sk": "NONCE", "expires_at": expires, "claim": claim}),
                     "ConditionExpression": "attribute_not_exists(pk)",
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                 },
             )
         except AwsServiceError as exc:
             if exc.code == "ConditionalCheckFailedException":
+                old = exc.body.get("Item")
+                if isinstance(old, dict) and old.get("claim") == {"S": claim}:
+                    return  # our own earlier attempt, applied but unanswered
                 raise AlreadyUsedError() from exc
             if exc.retryable:
                 raise ServiceUnavailableError("single-use check is temporarily unavailable") from exc
