@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import http.client
+import os
+import resource
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from sigstream.adapters.aws_client import DYNAMODB, AwsJsonClient, AwsServiceError, Credentials
-from sigstream.adapters.http_exchange import ResponseFormatError, content_length
+from sigstream.adapters.http_exchange import KeepAliveConnection, ResponseFormatError, content_length
 from sigstream.core.errors import AlreadyUsedError
 from stream_app.adapters.history_store import HistoryStore
 
@@ -216,3 +219,41 @@ def test_a_first_use_whose_answer_was_lost_is_not_reported_as_already_used(moto_
             store.consume_nonce("nonce-lost-answer", 2_000_000_000)
     finally:
         front.close()
+
+
+class _KeepAliveHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["content-length"]))
+        self.send_response(200)
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_kept_alive_socket_is_reused_in_a_process_with_more_than_1024_descriptors() -> None:
+    # select() refuses descriptors above 1023; a process with many open streams or files must still reuse.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))  # fails loudly if it cannot
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _KeepAliveHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    spare = [os.dup(0) for _ in range(1100)]
+    try:
+        conn = KeepAliveConnection("127.0.0.1", server.server_address[1], timeout=5)
+        for _ in range(3):
+            assert conn.request("POST", "/", {"host": "127.0.0.1"}, b"").body == b"{}"
+        assert conn._sock is not None and conn._sock.fileno() > 1024
+        assert conn.connects == 1
+        conn.close()
+    finally:
+        for fd in spare:
+            os.close(fd)
+        server.shutdown()
+        server.server_close()
+        if soft < 1200:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

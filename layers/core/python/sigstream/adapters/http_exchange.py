@@ -241,6 +241,10 @@ class KeepAliveConnection:
         if self._clock() - self._last_used > self.idle_seconds:
             return False
         try:
+            if hasattr(select, "poll"):  # select() refuses descriptors above 1023: a busy process would never reuse
+                poller = select.poll()
+                poller.register(sock, select.POLLIN)
+                return not poller.poll(0)  # readable, hung up or in error: closed or sent something unasked
             readable, _, _ = select.select([sock], [], [], 0)
         except (OSError, ValueError):
             return False
