@@ -257,3 +257,20 @@ def test_a_kept_alive_socket_is_reused_in_a_process_with_more_than_1024_descript
         server.server_close()
         if soft < 1200:
             resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+CHUNKED_OK = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/x-amz-json-1.0\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"1\r\n{\r\n1;x=y\r\n}\r\n0\r\nx-amz-crc32: 1\r\n\r\n"
+)
+
+
+@pytest.mark.parametrize("answer", [OK, CHUNKED_OK], ids=["length", "chunked"])
+def test_a_connection_dropped_at_any_byte_of_the_answer_is_retried_on_a_new_one(
+    scripted: list[ScriptedServer], answer: bytes
+) -> None:
+    for cut in range(len(answer)):
+        server = ScriptedServer([answer[:cut], answer])
+        scripted.append(server)
+        assert _client(server).call("GetItem", {}) == {}, cut
+        assert len(server.requests) == 2, cut
