@@ -274,3 +274,52 @@ def test_a_connection_dropped_at_any_byte_of_the_answer_is_retried_on_a_new_one(
         scripted.append(server)
         assert _client(server).call("GetItem", {}) == {}, cut
         assert len(server.requests) == 2, cut
+
+
+def _endless(prefix: bytes, unit: bytes) -> int:
+    """A server that, after `prefix`, sends `unit` forever (until the client goes away); its port."""
+    sock = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = sock.accept()
+        sock.close()
+        with conn:
+            _read_request(conn)
+            try:
+                conn.sendall(prefix)
+                while True:
+                    conn.sendall(unit * 256)
+            except OSError:
+                return
+
+    threading.Thread(target=serve, daemon=True).start()
+    return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    ("prefix", "unit"),
+    [
+        (b"", b"HTTP/1.1 103 Early Hints\r\nlink: </a>; rel=preload\r\n\r\n"),  # interim answers without end
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n", b"x-trailer: t\r\n"),  # trailers without end
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"1;" + b"e" * 4000 + b"\r\nx\r\n",
+        ),  # 1 byte per 4 KB
+    ],
+    ids=["interim", "trailers", "tiny-chunks"],
+)
+def test_an_answer_that_never_ends_is_cut_off_at_a_bounded_size(prefix: bytes, unit: bytes) -> None:
+    conn = KeepAliveConnection("127.0.0.1", _endless(prefix, unit), timeout=5)
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            conn.request("POST", "/", {"host": "127.0.0.1"}, b"{}")
+            outcome.append(None)
+        except BaseException as exc:  # the outcome is what the test looks at
+            outcome.append(exc)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(20)
+    assert outcome and isinstance(outcome[0], ResponseFormatError), outcome

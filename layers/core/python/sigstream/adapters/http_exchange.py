@@ -18,6 +18,9 @@ from dataclasses import dataclass
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 64 * 1024 * 1024  # DynamoDB's largest answers (BatchGetItem) are 16 MB
+# All bytes of one answer as sent (interim answers, chunk lines, trailers): endless framing is cut off too.
+MAX_WIRE_BYTES = MAX_BODY_BYTES + 2 * MAX_HEAD_BYTES
+MAX_INTERIM = 16  # 1xx answers before the final one (servers send one or two: 100, 103)
 READ_SIZE = 65536
 # Servers and NAT gateways drop idle connections silently; one idle longer than this is not reused.
 IDLE_SECONDS = 50.0
@@ -110,9 +113,13 @@ class _Reader:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buf = bytearray()
+        self.received = 0
 
     def more(self) -> bool:
         data = self.sock.recv(READ_SIZE)
+        self.received += len(data)
+        if self.received > MAX_WIRE_BYTES:
+            raise ResponseFormatError("an answer is too large (or never ends)")
         self.buf += data
         return bool(data)
 
@@ -174,8 +181,11 @@ class _Reader:
             except ValueError as exc:
                 raise ResponseFormatError("a malformed chunk size") from exc
             if size == 0:
-                while self.until(b"\n", MAX_HEAD_BYTES).rstrip(b"\r"):  # trailers, up to the blank line
-                    pass
+                trailers = 0
+                while line := self.until(b"\n", MAX_HEAD_BYTES).rstrip(b"\r"):  # trailers, up to the blank line
+                    trailers += len(line)
+                    if trailers > MAX_HEAD_BYTES:
+                        raise ResponseFormatError("an answer's trailers are too long")
                 return b"".join(parts)
             total += size
             if size < 0 or total > MAX_BODY_BYTES:
@@ -188,12 +198,14 @@ class _Reader:
 def read_answer(sock: socket.socket, method: str) -> tuple[Answer, bool]:
     """Read one whole answer (after any 1xx); and whether the connection can carry another request."""
     reader = _Reader(sock)
-    while True:
+    for _ in range(MAX_INTERIM + 1):
         version, status, headers = parse_head(reader.head())
         if not 100 <= status < 200:
             break
         if status == 101:
             raise ResponseFormatError("the server switched protocols")
+    else:
+        raise ResponseFormatError("too many interim (1xx) answers")
     reusable = keeps_alive(version, headers)
     if method == "HEAD" or status in (204, 304):
         body = b""
