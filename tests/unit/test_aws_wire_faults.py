@@ -323,3 +323,31 @@ def test_an_answer_that_never_ends_is_cut_off_at_a_bounded_size(prefix: bytes, u
     worker.start()
     worker.join(20)
     assert outcome and isinstance(outcome[0], ResponseFormatError), outcome
+
+
+def test_a_reservation_whose_answer_was_lost_is_counted_and_held_once(moto_dynamodb: int) -> None:
+    lost: list[str] = []
+
+    def lose_first_update(target: str) -> bool:
+        if target.endswith(".UpdateItem") and not lost:
+            lost.append(target)
+            return True
+        return False
+
+    front = LossyFront(moto_dynamodb, lose_first_update)
+    try:
+        store = _store_behind(front)
+        now = 1_800_000_000.0
+        reservation = store.reserve("RATE#lost-answer", now, 10, 100_000, 1000)
+        assert lost and front.targets.count("DynamoDB_20120810.UpdateItem") == 2  # it was sent again
+        store.settle(reservation, 0)  # the turn was refused later and used nothing
+        item = store.client.call(
+            "GetItem",
+            {"TableName": "t", "Key": {"pk": {"S": "RATE#lost-answer"}, "sk": {"S": f"DAY#{reservation.day}"}}},
+        )["Item"]
+        minute = f"m{int(now) // 60 % 1440:04d}"
+        assert (item[minute]["N"], item["tokens"]["N"], item["held"]["N"]) == ("1", "0", "0")
+        for _ in range(9):  # the minute still admits exactly its limit of requests
+            store.reserve("RATE#lost-answer", now, 10, 100_000, 1000)
+    finally:
+        front.close()

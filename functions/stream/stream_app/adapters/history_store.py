@@ -941,15 +941,23 @@ class HistoryStore:
         The condition admits the request only if the minute window has room and the tokens already held or
         spent plus these still fit the budget, so parallel requests can never together overshoot it by
         more than the difference between one turn's reservation and its real usage.
+
+        The update records a claim of this call, and the condition refuses that claim a second time: when an
+        attempt's answer is lost after DynamoDB applied it, the client's retry is not counted and held again
+        (tokens held for the rest of the day that no settlement ever gives back).
         """
         day = _day(now)
         minute = f"m{int(now) // 60 % 1440:04d}"
-        update = "ADD #m :one SET expires_at = :exp"
-        condition = "(attribute_not_exists(#m) OR #m < :limit)"
+        claim = uuid.uuid4().hex
+        update = "ADD #m :one SET expires_at = :exp, last_claim = :claim"
+        condition = (
+            "(attribute_not_exists(last_claim) OR last_claim <> :claim) AND (attribute_not_exists(#m) OR #m < :limit)"
+        )
         values: dict[str, Any] = {
             ":one": {"N": "1"},
             ":limit": {"N": str(per_minute)},
             ":exp": {"N": str(int(now) + 2 * 86400)},
+            ":claim": {"S": claim},
         }
         held = 0
         if daily_tokens > 0:
@@ -960,7 +968,7 @@ class HistoryStore:
                 )
             held = tokens
             # `tokens` counts spent plus held (what the condition needs); `held` alone tells the two apart.
-            update = "ADD #m :one, tokens :r, held :r SET expires_at = :exp"
+            update = "ADD #m :one, tokens :r, held :r SET expires_at = :exp, last_claim = :claim"
             condition += " AND (attribute_not_exists(tokens) OR tokens <= :room)"
             values[":r"] = {"N": str(tokens)}
             values[":room"] = {"N": str(daily_tokens - tokens)}
@@ -980,6 +988,8 @@ class HistoryStore:
         except AwsServiceError as exc:
             if exc.code == "ConditionalCheckFailedException":
                 old = from_item(exc.body["Item"]) if isinstance(exc.body.get("Item"), dict) else {}
+                if old.get("last_claim") == claim:
+                    return Reservation(key, day, held)  # our own earlier attempt, applied but unanswered
                 if _number(old.get(minute)) >= per_minute or daily_tokens <= 0:
                     raise RateLimitedError("rate limit exceeded", retry_after=60 - int(now) % 60) from exc
                 spent = _number(old.get("tokens")) - _number(old.get("held"))
