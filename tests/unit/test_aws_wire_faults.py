@@ -351,3 +351,27 @@ def test_a_reservation_whose_answer_was_lost_is_counted_and_held_once(moto_dynam
             store.reserve("RATE#lost-answer", now, 10, 100_000, 1000)
     finally:
         front.close()
+
+
+@pytest.mark.parametrize("operation", ["settle", "charge"])
+def test_a_settlement_or_charge_whose_answer_was_lost_is_applied_once(moto_dynamodb: int, operation: str) -> None:
+    key = f"RATE#lost-{operation}"
+    now = 1_800_000_000.0
+    lose = [False]
+    front = LossyFront(moto_dynamodb, lambda target: target.endswith(".UpdateItem") and lose.pop(0) if lose else False)
+    try:
+        store = _store_behind(front)
+        reservation = store.reserve(key, now, 10, 100_000, 1000)
+        lose.append(True)  # the next UpdateItem is applied and its answer lost
+        if operation == "settle":
+            store.settle(reservation, 200)
+        else:
+            store.charge(key, now, 200)
+        assert front.targets.count("DynamoDB_20120810.UpdateItem") == 3  # reserve, then the write sent twice
+        item = store.client.call(
+            "GetItem", {"TableName": "t", "Key": {"pk": {"S": key}, "sk": {"S": f"DAY#{reservation.day}"}}}
+        )["Item"]
+        expected = ("200", "0") if operation == "settle" else ("1200", "1000")
+        assert (item["tokens"]["N"], item["held"]["N"]) == expected
+    finally:
+        front.close()

@@ -1009,29 +1009,41 @@ class HistoryStore:
         """Replace a reservation by the tokens the turn really used (on the day it was reserved)."""
         if reservation.tokens == 0 and tokens == 0:
             return
-        self._call(
-            "UpdateItem",
-            {
-                "Key": to_item({"pk": reservation.key, "sk": f"DAY#{reservation.day}"}),
-                "UpdateExpression": "ADD tokens :t, held :h",
-                "ExpressionAttributeValues": {
-                    ":t": {"N": str(tokens - reservation.tokens)},
-                    ":h": {"N": str(-reservation.tokens)},
-                },
-            },
+        self._add_once(
+            {"pk": reservation.key, "sk": f"DAY#{reservation.day}"},
+            "ADD tokens :t, held :h",
+            {":t": {"N": str(tokens - reservation.tokens)}, ":h": {"N": str(-reservation.tokens)}},
         )
+
+    def _add_once(self, key: dict[str, Any], update: str, values: dict[str, Any]) -> None:
+        """An ADD update applied once even when the client retries it after its answer was lost (see reserve)."""
+        claim = {"S": uuid.uuid4().hex}
+        try:
+            self.client.call(
+                "UpdateItem",
+                {
+                    "TableName": self.table,
+                    "Key": to_item(key),
+                    "UpdateExpression": f"{update}{' SET' if ' SET ' not in update else ','} last_claim = :claim",
+                    "ConditionExpression": "attribute_not_exists(last_claim) OR last_claim <> :claim",
+                    "ExpressionAttributeValues": {**values, ":claim": claim},
+                },
+            )
+        except AwsServiceError as exc:
+            if exc.code == "ConditionalCheckFailedException":
+                return  # only our own claim fails the condition: an earlier attempt was applied
+            if exc.retryable:
+                raise ServiceUnavailableError("history storage is temporarily unavailable") from exc
+            raise
 
     def charge(self, key: str, now: float, tokens: int) -> None:
         """Count tokens spent outside a turn's reservation (the rolling summary) against the daily budget."""
         if tokens <= 0:
             return
-        self._call(
-            "UpdateItem",
-            {
-                "Key": to_item({"pk": key, "sk": f"DAY#{_day(now)}"}),
-                "UpdateExpression": "ADD tokens :t SET expires_at = if_not_exists(expires_at, :exp)",
-                "ExpressionAttributeValues": to_item({":t": tokens, ":exp": int(now) + 2 * 86400}),
-            },
+        self._add_once(
+            {"pk": key, "sk": f"DAY#{_day(now)}"},
+            "ADD tokens :t SET expires_at = if_not_exists(expires_at, :exp)",
+            to_item({":t": tokens, ":exp": int(now) + 2 * 86400}),
         )
 
     def consume_nonce(self, nonce: str, expires: int) -> None:
