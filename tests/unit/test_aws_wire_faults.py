@@ -180,7 +180,7 @@ def moto_dynamodb() -> Iterator[int]:
         endpoint_url=f"http://127.0.0.1:{port}",
         region_name="us-east-1",
         aws_access_key_id="AKIDEXAMPLE",
-        aws_secret_access_key="secret",
+        aws_secret_access_key="secret",  # pragma: allowlist secret
     ).create_table(
         TableName="t",
         KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
