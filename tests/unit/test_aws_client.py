@@ -348,3 +348,20 @@ def test_every_https_connection_shares_one_tls_context() -> None:
     connections = [client_from_environment(p, env)._connection() for p in (DYNAMODB, SECRETS_MANAGER)]
     contexts = {id(conn.tls) for conn in connections}
     assert contexts == {id(client_context())}  # the CA bundle is loaded once per process, not per connection
+
+
+@pytest.mark.parametrize("field", ["Token", "AccessKeyId"])
+def test_credentials_that_cannot_be_sent_are_a_failed_fetch_not_used_until_they_expire(
+    servers: tuple[str, Servers], field: str
+) -> None:
+    # A credentials endpoint (or something answering in its place) whose document would split our requests.
+    base, state = servers
+    now = [time.time()]
+    provider = ContainerCredentials(base + "/creds", clock=lambda: now[0], sleep=lambda _: None)
+    state.creds = [_creds_doc("ASIAONE", 20 * 60), {**_creds_doc("ASIATWO", 6 * 3600), field: "x\r\nx-amz-target: y"}]
+    assert provider.get().access_key == "ASIAONE"
+    now[0] += 6 * 60  # 14 minutes left: the refresh gets the bad document; the ones that still work are kept
+    assert provider.get().access_key == "ASIAONE"
+    now[0] += 5 * 60  # 9 left: a refresh is required, and it is refused loudly
+    with pytest.raises(CredentialsError, match="malformed"):
+        provider.get()

@@ -9,10 +9,16 @@ from sigstream.adapters.aws_client import DYNAMODB, SECRETS_MANAGER, AwsServiceE
 from sigstream.adapters.aws_credentials import credentials_from_environment
 from sigstream.adapters.secret_cache import SecretCache
 from sigstream.adapters.thread_pool import DaemonThreads, ProcessThreadPool
-from sigstream.core.errors import MethodNotAllowedError, NotFoundError, ServiceUnavailableError, SigstreamError
+from sigstream.core.errors import (
+    InvalidSignatureError,
+    MethodNotAllowedError,
+    NotFoundError,
+    ServiceUnavailableError,
+    SigstreamError,
+)
 from sigstream.core.routes import match_route
 from sigstream.core.settings import ConfigError, StreamSettings, parse_sw1_apps
-from sigstream.core.signed_url import verify_query
+from sigstream.core.signed_url import Grant, parse_query, verify_query
 from sigstream.core.sw1 import is_sw1_query
 from stream_app import observability
 from stream_app.adapters.history_store import HistoryStore
@@ -21,6 +27,9 @@ from stream_app.chat_turn import ChatDeps, chat_turn
 from stream_app.http_io import HttpResult, Request, error_result, parse_event
 from stream_app.observability import logger
 from stream_app.sw1_proxy import sw1_proxy
+
+# Signing keys fetched again ahead of their TTL when a URL names a key id the cache does not hold.
+KEY_REFETCH_SECONDS = 30.0
 
 
 class StreamApp:
@@ -113,6 +122,17 @@ class StreamApp:
             "upstream_base_url": self.settings.upstream_base_url,
         }
 
+    def _verify(self, request: Request, keys: Mapping[str, bytes]) -> Grant:
+        return verify_query(
+            method=request.method,
+            path=request.path,
+            raw_query=request.raw_query,
+            keys=keys,
+            now=self.clock(),
+            max_lifetime=self.settings.max_url_lifetime,
+            skew=self.settings.url_clock_skew_seconds,
+        )
+
     def _route(self, request: Request, deadline: float | None = None) -> HttpResult:
         if request.path == "/" and is_sw1_query(request.raw_query):
             observability.note(route="sw1")
@@ -124,16 +144,18 @@ class StreamApp:
             raise NotFoundError(f"no route for {request.path[:100]}", param="path")
         if request.method != route.method:
             raise MethodNotAllowedError(f"{request.method} is not allowed on this path", param="method")
-        keys = self.secrets.signing_keys(self.settings.signing_keys_secret).keys
-        grant = verify_query(
-            method=request.method,
-            path=request.path,
-            raw_query=request.raw_query,
-            keys=keys,
-            now=self.clock(),
-            max_lifetime=self.settings.max_url_lifetime,
-            skew=self.settings.url_clock_skew_seconds,
-        )
+        secret = self.settings.signing_keys_secret
+        keys = self.secrets.signing_keys(secret).keys
+        try:
+            grant = self._verify(request, keys)
+        except InvalidSignatureError:
+            # A key id we do not hold may have just been made active: the Sign function's cache can refresh
+            # before ours (docs/deploy.md rotates in one step). Fetch the keys again, at most once per interval
+            # so that made-up key ids cannot each cost a Secrets Manager call.
+            kid = _key_id(request.raw_query)
+            if kid is None or kid in keys or not self.secrets.refresh(secret, KEY_REFETCH_SECONDS):
+                raise
+            grant = self._verify(request, self.secrets.signing_keys(secret).keys)
         logger.append_keys(subject=grant.subject, conversation_id=grant.conversation_id)
         if route.name == "chat":
             return chat_turn(request, grant, self.chat, deadline)  # consumes the nonce alongside its other checks
@@ -174,6 +196,13 @@ class StreamApp:
             connect_timeout=self.settings.upstream_connect_timeout_seconds,
             upstream=self.upstream,
         )
+
+
+def _key_id(raw_query: str) -> str | None:
+    try:
+        return parse_query(raw_query).get("kid")
+    except SigstreamError:
+        return None
 
 
 def _stripped(value: str | None) -> str | None:

@@ -941,15 +941,23 @@ class HistoryStore:
         The condition admits the request only if the minute window has room and the tokens already held or
         spent plus these still fit the budget, so parallel requests can never together overshoot it by
         more than the difference between one turn's reservation and its real usage.
+
+        The update records a claim of this call, and the condition refuses that claim a second time: when an
+        attempt's answer is lost after DynamoDB applied it, the client's retry is not counted and held again
+        (tokens held for the rest of the day that no settlement ever gives back).
         """
         day = _day(now)
         minute = f"m{int(now) // 60 % 1440:04d}"
-        update = "ADD #m :one SET expires_at = :exp"
-        condition = "(attribute_not_exists(#m) OR #m < :limit)"
+        claim = uuid.uuid4().hex
+        update = "ADD #m :one SET expires_at = :exp, last_claim = :claim"
+        condition = (
+            "(attribute_not_exists(last_claim) OR last_claim <> :claim) AND (attribute_not_exists(#m) OR #m < :limit)"
+        )
         values: dict[str, Any] = {
             ":one": {"N": "1"},
             ":limit": {"N": str(per_minute)},
             ":exp": {"N": str(int(now) + 2 * 86400)},
+            ":claim": {"S": claim},
         }
         held = 0
         if daily_tokens > 0:
@@ -960,7 +968,7 @@ class HistoryStore:
                 )
             held = tokens
             # `tokens` counts spent plus held (what the condition needs); `held` alone tells the two apart.
-            update = "ADD #m :one, tokens :r, held :r SET expires_at = :exp"
+            update = "ADD #m :one, tokens :r, held :r SET expires_at = :exp, last_claim = :claim"
             condition += " AND (attribute_not_exists(tokens) OR tokens <= :room)"
             values[":r"] = {"N": str(tokens)}
             values[":room"] = {"N": str(daily_tokens - tokens)}
@@ -980,6 +988,8 @@ class HistoryStore:
         except AwsServiceError as exc:
             if exc.code == "ConditionalCheckFailedException":
                 old = from_item(exc.body["Item"]) if isinstance(exc.body.get("Item"), dict) else {}
+                if old.get("last_claim") == claim:
+                    return Reservation(key, day, held)  # our own earlier attempt, applied but unanswered
                 if _number(old.get(minute)) >= per_minute or daily_tokens <= 0:
                     raise RateLimitedError("rate limit exceeded", retry_after=60 - int(now) % 60) from exc
                 spent = _number(old.get("tokens")) - _number(old.get("held"))
@@ -999,44 +1009,65 @@ class HistoryStore:
         """Replace a reservation by the tokens the turn really used (on the day it was reserved)."""
         if reservation.tokens == 0 and tokens == 0:
             return
-        self._call(
-            "UpdateItem",
-            {
-                "Key": to_item({"pk": reservation.key, "sk": f"DAY#{reservation.day}"}),
-                "UpdateExpression": "ADD tokens :t, held :h",
-                "ExpressionAttributeValues": {
-                    ":t": {"N": str(tokens - reservation.tokens)},
-                    ":h": {"N": str(-reservation.tokens)},
-                },
-            },
+        self._add_once(
+            {"pk": reservation.key, "sk": f"DAY#{reservation.day}"},
+            "ADD tokens :t, held :h",
+            {":t": {"N": str(tokens - reservation.tokens)}, ":h": {"N": str(-reservation.tokens)}},
         )
+
+    def _add_once(self, key: dict[str, Any], update: str, values: dict[str, Any]) -> None:
+        """An ADD update applied once even when the client retries it after its answer was lost (see reserve)."""
+        claim = {"S": uuid.uuid4().hex}
+        try:
+            self.client.call(
+                "UpdateItem",
+                {
+                    "TableName": self.table,
+                    "Key": to_item(key),
+                    "UpdateExpression": f"{update}{' SET' if ' SET ' not in update else ','} last_claim = :claim",
+                    "ConditionExpression": "attribute_not_exists(last_claim) OR last_claim <> :claim",
+                    "ExpressionAttributeValues": {**values, ":claim": claim},
+                },
+            )
+        except AwsServiceError as exc:
+            if exc.code == "ConditionalCheckFailedException":
+                return  # only our own claim fails the condition: an earlier attempt was applied
+            if exc.retryable:
+                raise ServiceUnavailableError("history storage is temporarily unavailable") from exc
+            raise
 
     def charge(self, key: str, now: float, tokens: int) -> None:
         """Count tokens spent outside a turn's reservation (the rolling summary) against the daily budget."""
         if tokens <= 0:
             return
-        self._call(
-            "UpdateItem",
-            {
-                "Key": to_item({"pk": key, "sk": f"DAY#{_day(now)}"}),
-                "UpdateExpression": "ADD tokens :t SET expires_at = if_not_exists(expires_at, :exp)",
-                "ExpressionAttributeValues": to_item({":t": tokens, ":exp": int(now) + 2 * 86400}),
-            },
+        self._add_once(
+            {"pk": key, "sk": f"DAY#{_day(now)}"},
+            "ADD tokens :t SET expires_at = if_not_exists(expires_at, :exp)",
+            to_item({":t": tokens, ":exp": int(now) + 2 * 86400}),
         )
 
     def consume_nonce(self, nonce: str, expires: int) -> None:
-        """Mark a single-use URL as used; a second use raises AlreadyUsedError."""
+        """Mark a single-use URL as used; a second use raises AlreadyUsedError.
+
+        The item carries a claim of this call: when an attempt's answer is lost after DynamoDB applied it, the
+        client's retry fails the condition against our own item, which is then our use, not a second one.
+        """
+        claim = uuid.uuid4().hex
         try:
             self.client.call(
                 "PutItem",
                 {
                     "TableName": self.table,
-                    "Item": to_item({"pk": f"NONCE#{nonce}", "sk": "NONCE", "expires_at": expires}),
+                    "Item": to_item({"pk": f"NONCE#{nonce}", "sk": "NONCE", "expires_at": expires, "claim": claim}),
                     "ConditionExpression": "attribute_not_exists(pk)",
+                    "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
                 },
             )
         except AwsServiceError as exc:
             if exc.code == "ConditionalCheckFailedException":
+                old = exc.body.get("Item")
+                if isinstance(old, dict) and old.get("claim") == {"S": claim}:
+                    return  # our own earlier attempt, applied but unanswered
                 raise AlreadyUsedError() from exc
             if exc.retryable:
                 raise ServiceUnavailableError("single-use check is temporarily unavailable") from exc

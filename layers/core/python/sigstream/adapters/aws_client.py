@@ -25,7 +25,7 @@ from sigstream.adapters.aws_credentials import (
     StaticCredentials,
     credentials_from_environment,
 )
-from sigstream.adapters.http_exchange import KeepAliveConnection
+from sigstream.adapters.http_exchange import HeaderValueError, KeepAliveConnection
 from sigstream.adapters.per_process import PerProcess
 from sigstream.adapters.tls import client_context
 from sigstream.core.aws_endpoints import configured_endpoint, default_endpoint, signing_host
@@ -202,7 +202,7 @@ class AwsJsonClient:
             answer = conn.request("POST", "/", headers, body)
         except OSError as exc:  # the connection is closed; a retry opens a new one
             raise AwsServiceError("ConnectionError", str(exc), 0) from exc
-        except ValueError as exc:  # e.g. a session token with a line break: retrying cannot help
+        except HeaderValueError as exc:  # e.g. a session token with a line break: retrying cannot help
             raise AwsServiceError("CredentialsError", "the credentials cannot be sent in a header", 0) from exc
         return answer.status, answer.body
 

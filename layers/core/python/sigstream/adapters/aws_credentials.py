@@ -151,12 +151,18 @@ class ContainerCredentials:
             raise CredentialsError(f"container credentials endpoint answered HTTP {response.status}")
         try:
             doc = json.loads(body)
-            return Credentials(
+            credentials = Credentials(
                 access_key=str(doc["AccessKeyId"]),
                 secret_key=str(doc["SecretAccessKey"]),
                 session_token=str(doc["Token"]) if doc.get("Token") else None,
                 expires_at=parse_expiration(str(doc["Expiration"])) if doc.get("Expiration") else None,
             )
+            # Sent in headers: refused here, a failed fetch (the working ones are kept), not on every request.
+            for value in (credentials.access_key, credentials.session_token or ""):
+                if "\r" in value or "\n" in value:
+                    raise ValueError("a line break in a header value")
+                value.encode("latin-1")
+            return credentials
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CredentialsError("container credentials endpoint sent a malformed document") from exc
 

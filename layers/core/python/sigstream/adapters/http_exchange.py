@@ -18,6 +18,9 @@ from dataclasses import dataclass
 
 MAX_HEAD_BYTES = 64 * 1024
 MAX_BODY_BYTES = 64 * 1024 * 1024  # DynamoDB's largest answers (BatchGetItem) are 16 MB
+# All bytes of one answer as sent (interim answers, chunk lines, trailers): endless framing is cut off too.
+MAX_WIRE_BYTES = MAX_BODY_BYTES + 2 * MAX_HEAD_BYTES
+MAX_INTERIM = 16  # 1xx answers before the final one (servers send one or two: 100, 103)
 READ_SIZE = 65536
 # Servers and NAT gateways drop idle connections silently; one idle longer than this is not reused.
 IDLE_SECONDS = 50.0
@@ -25,6 +28,10 @@ IDLE_SECONDS = 50.0
 
 class ResponseFormatError(OSError):
     """The server's answer is not HTTP/1.x as this reader accepts it (a transport failure, like a reset)."""
+
+
+class HeaderValueError(ValueError):
+    """A header this client will not send: it could split the request, or is not Latin-1 text."""
 
 
 class ServerClosedError(ConnectionError):
@@ -45,10 +52,13 @@ def request_bytes(method: str, target: str, headers: Mapping[str, str], body: by
     lines = [f"{method} {target} HTTP/1.1"]
     for name, value in headers.items():
         if not name.isascii() or not name.replace("-", "").isalnum() or "\r" in value or "\n" in value:
-            raise ValueError(f"header {name!r} cannot be sent")
+            raise HeaderValueError(f"header {name!r} cannot be sent")
         lines.append(f"{name}: {value}")
     lines.append(f"content-length: {len(body)}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    try:
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    except UnicodeEncodeError as exc:
+        raise HeaderValueError("a header value is not Latin-1 text") from exc
 
 
 def parse_head(head: bytes) -> tuple[str, int, dict[str, str]]:
@@ -91,7 +101,8 @@ def content_length(headers: Mapping[str, str]) -> int | None:
     if value is None:
         return None
     values = {v.strip() for v in value.split(",")}
-    if len(values) != 1 or not next(iter(values)).isdigit():
+    # str.isdigit() also accepts Latin-1 superscripts (a header is decoded as Latin-1), which int() refuses.
+    if len(values) != 1 or not next(iter(values)).isascii() or not next(iter(values)).isdigit():
         raise ResponseFormatError("a malformed Content-Length")
     return int(values.pop())
 
@@ -102,9 +113,13 @@ class _Reader:
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
         self.buf = bytearray()
+        self.received = 0
 
     def more(self) -> bool:
         data = self.sock.recv(READ_SIZE)
+        self.received += len(data)
+        if self.received > MAX_WIRE_BYTES:
+            raise ResponseFormatError("an answer is too large (or never ends)")
         self.buf += data
         return bool(data)
 
@@ -166,8 +181,11 @@ class _Reader:
             except ValueError as exc:
                 raise ResponseFormatError("a malformed chunk size") from exc
             if size == 0:
-                while self.until(b"\n", MAX_HEAD_BYTES).rstrip(b"\r"):  # trailers, up to the blank line
-                    pass
+                trailers = 0
+                while line := self.until(b"\n", MAX_HEAD_BYTES).rstrip(b"\r"):  # trailers, up to the blank line
+                    trailers += len(line)
+                    if trailers > MAX_HEAD_BYTES:
+                        raise ResponseFormatError("an answer's trailers are too long")
                 return b"".join(parts)
             total += size
             if size < 0 or total > MAX_BODY_BYTES:
@@ -180,12 +198,14 @@ class _Reader:
 def read_answer(sock: socket.socket, method: str) -> tuple[Answer, bool]:
     """Read one whole answer (after any 1xx); and whether the connection can carry another request."""
     reader = _Reader(sock)
-    while True:
+    for _ in range(MAX_INTERIM + 1):
         version, status, headers = parse_head(reader.head())
         if not 100 <= status < 200:
             break
         if status == 101:
             raise ResponseFormatError("the server switched protocols")
+    else:
+        raise ResponseFormatError("too many interim (1xx) answers")
     reusable = keeps_alive(version, headers)
     if method == "HEAD" or status in (204, 304):
         body = b""
@@ -233,6 +253,10 @@ class KeepAliveConnection:
         if self._clock() - self._last_used > self.idle_seconds:
             return False
         try:
+            if hasattr(select, "poll"):  # select() refuses descriptors above 1023: a busy process would never reuse
+                poller = select.poll()
+                poller.register(sock, select.POLLIN)
+                return not poller.poll(0)  # readable, hung up or in error: closed or sent something unasked
             readable, _, _ = select.select([sock], [], [], 0)
         except (OSError, ValueError):
             return False

@@ -34,6 +34,7 @@ class SecretCache:
         self.max_stale = max_stale
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
+        self._forced: dict[str, float] = {}  # when each secret was last fetched ahead of its TTL
         self._parsed_keys: tuple[str, SigningKeys] | None = None  # (secret text, its keys): parsed once per value
         # Values cached before a fork stay valid in the workers; the lock must be each worker's own.
         self._lock = PerProcess(threading.Lock)
@@ -65,6 +66,25 @@ class SecretCache:
                 ) from exc
             self._entries[secret_id] = _Entry(value, now)
             return value
+
+    def refresh(self, secret_id: str, min_interval: float) -> bool:
+        """Fetch a held value again before its TTL, at most once per `min_interval`; whether it changed."""
+        now = self._clock()
+        entry = self._entries.get(secret_id)
+        last = self._forced.get(secret_id)
+        if entry is None or (last is not None and now - last < min_interval):
+            return False
+        with self._lock.get():
+            current = self._entries.get(secret_id)
+            if current is not entry:  # another thread fetched it meanwhile
+                return current is not None and current.value != entry.value
+            self._forced[secret_id] = now  # a failing fetch is not retried on every request either
+            try:
+                value = str(self.client.call("GetSecretValue", {"SecretId": secret_id})["SecretString"])
+            except (AwsServiceError, KeyError):
+                return False  # the held value keeps serving, as in get()
+            self._entries[secret_id] = _Entry(value, now)
+            return value != entry.value
 
     def signing_keys(self, secret_id: str) -> SigningKeys:
         """The URL signing keys; a malformed secret is a deployment fault (503, cause logged), not a crash."""

@@ -70,7 +70,7 @@ class DaemonThreads(Executor):
             start = daemons.idle == 0
             if not start:
                 daemons.idle -= 1
-        daemons.jobs.put((future, lambda: fn(*args, **kwargs)))
-        if start:
+        if start:  # before the job is queued: a thread that cannot start leaves no job behind to run later
             threading.Thread(target=daemons.work, name=daemons.name, daemon=True).start()
+        daemons.jobs.put((future, lambda: fn(*args, **kwargs)))
         return future
